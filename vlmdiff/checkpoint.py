@@ -1,0 +1,100 @@
+"""The one checkpoint loader: ``.ckpt``, ``.pt``, ``.pth`` and ``.safetensors`` files to a state dict.
+
+Never downloads anything and never falls back to random weights: a missing or unreadable file raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+
+# Lightning 1.x training checkpoints (the original Stable Diffusion 1.x ``.ckpt`` files among them) store
+# the *class* of their ModelCheckpoint callback as a dictionary key. ``weights_only=True`` refuses any
+# class it does not know; these names are allowed and mapped to an inert stand-in, nothing is executed.
+_LIGHTNING_CALLBACK_NAMES = (
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
+)
+
+
+class LightningCallbackPlaceholder:
+    """Inert stand-in for a pickled Lightning callback class (only ever used as a dict key)."""
+
+    def __setstate__(self, state):  # pragma: no cover - classes, not instances, are pickled in practice
+        self.state = state
+
+
+def _torch_load(path: Path, weights_only: bool):
+    if not weights_only:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not any(name in str(err) for name in _LIGHTNING_CALLBACK_NAMES):
+            raise ValueError(
+                f"{path}: refused by the safe loader (weights_only=True): {str(err).splitlines()[0]}. "
+                "If you trust this file, pass weights_only=False."
+            ) from err
+    log.info("%s: a Lightning 1.x training checkpoint (pickles its ModelCheckpoint callback class); "
+             "loading it with that class allow-listed as an inert placeholder", path)
+    allowed = [(LightningCallbackPlaceholder, name) for name in _LIGHTNING_CALLBACK_NAMES]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_state_dict(path: str | os.PathLike, *, weights_only: bool = True) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file and return its flat state dict of tensors.
+
+    Args:
+        path: ``.safetensors``, or a pickled ``.ckpt``/``.pt``/``.pth``/``.bin`` file. Lightning
+            checkpoints are unwrapped from their ``state_dict`` entry (also ``model``/``module``).
+        weights_only: use torch's safe unpickler (default). Original SD-1.5 ``.ckpt`` files are handled.
+
+    Returns:
+        ``{key: tensor}`` on the CPU, in the file's dtypes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unknown checkpoint type {path.suffix!r}; expected one of {SUFFIXES}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    try:
+        obj = _torch_load(path, weights_only)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from err
+    return unwrap_state_dict(obj, source=str(path))
+
+
+def unwrap_state_dict(obj, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Return the tensor mapping inside a loaded checkpoint object (``state_dict``/``model``/``module``)."""
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{source}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError(f"{source}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
+    return tensors
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Keep the keys that start with ``prefix``, with the prefix removed (a leading prefix only)."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
