@@ -1,0 +1,271 @@
+"""The VLMDiff system: a latent diffusion model with a semantic-guided network (reference.md §2, §3, §4, §9).
+
+``VLMDiff`` owns which parts are frozen (UNet encoder, autoencoder, CLIP), the training step (ε-prediction
+MSE), the optimiser over the reference's trainable set (SGN + UNet ``output_blocks`` + ``out``) and the
+test-time reconstruction (noise to t = 999, 10 DDIM steps with guidance). The networks themselves are
+plain modules in ``ldm/`` and ``vlmdiff/sgn.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping, Sequence
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from ldm.models.ddim import ddim_sample, make_ddim_schedule
+from ldm.modules.diffusion import SCHEDULE_BUFFERS, extract, make_beta_schedule, schedule_buffers
+from ldm.modules.diffusion import q_sample as _q_sample
+from vlmdiff.checkpoint import load_state_dict
+from vlmdiff.config import instantiate, load_config
+
+log = logging.getLogger(__name__)
+
+START_MODES = ("reference", "matched")
+POSITION_IDS_KEY = "cond_stage_model.transformer.text_model.embeddings.position_ids"
+
+
+class DiffusionWrapper(nn.Module):
+    """Holds the UNet as ``diffusion_model`` (the ``model.diffusion_model.*`` checkpoint prefix)."""
+
+    def __init__(self, diffusion_model: nn.Module):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+
+
+class VLMDiff(L.LightningModule):
+    """Latent diffusion + semantic-guided network, conditioned on a caption and on the image itself.
+
+    Constructor arguments are the reference YAML's ``model.params`` (unused LDM keys are accepted).
+    """
+
+    def __init__(self, *, unet_config, control_stage_config, first_stage_config, cond_stage_config,
+                 linear_start: float = 0.00085, linear_end: float = 0.012, timesteps: int = 1000,
+                 beta_schedule: str = "linear", scale_factor: float = 0.18215, only_mid_control: bool = False,
+                 first_stage_key: str = "jpg", cond_stage_key: str = "txt", control_key: str = "hint",
+                 learning_rate: float = 1e-5, l_simple_weight: float = 1.0, original_elbo_weight: float = 0.0,
+                 logvar_init: float = 0.0, parameterization: str = "eps", loss_type: str = "l2",
+                 use_ema: bool = False, cond_stage_trainable: bool = False, conditioning_key: str = "crossattn",
+                 scale_by_std: bool = False, channels: int = 4, image_size: int | None = None,
+                 num_timesteps_cond: int = 1, log_every_t: int = 200, monitor: str | None = None):
+        super().__init__()
+        unsupported = {"parameterization": (parameterization, "eps"), "loss_type": (loss_type, "l2"),
+                       "use_ema": (use_ema, False), "cond_stage_trainable": (cond_stage_trainable, False),
+                       "conditioning_key": (conditioning_key, "crossattn"), "scale_by_std": (scale_by_std, False),
+                       "num_timesteps_cond": (num_timesteps_cond, 1)}
+        for name, (value, supported) in unsupported.items():
+            if value != supported:
+                raise ValueError(f"{name}={value!r} is not supported (VLMDiff uses {supported!r})")
+        self.num_timesteps = timesteps
+        self.scale_factor = scale_factor
+        self.only_mid_control = only_mid_control
+        self.first_stage_key, self.cond_stage_key, self.control_key = first_stage_key, cond_stage_key, control_key
+        self.learning_rate = learning_rate
+        self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
+        self.channels = channels
+        betas = make_beta_schedule(beta_schedule, timesteps, linear_start=linear_start, linear_end=linear_end)
+        buffers = schedule_buffers(betas)
+        for name in SCHEDULE_BUFFERS:
+            self.register_buffer(name, buffers[name])
+        self.register_buffer("logvar", torch.full((timesteps,), float(logvar_init)))
+        self.register_buffer("lvlb_weights", buffers["lvlb_weights"], persistent=False)
+        self.model = DiffusionWrapper(instantiate(unet_config, where="unet_config"))
+        self.first_stage_model = instantiate(first_stage_config, where="first_stage_config")
+        self.cond_stage_model = instantiate(cond_stage_config, where="cond_stage_config")
+        self.control_model = instantiate(control_stage_config, where="control_stage_config")
+        self.control_scales = [1.0] * 13
+        self._freeze()
+
+    # ----------------------------------------------------------------- parts and parameters
+    def _freeze(self) -> None:
+        """Autoencoder, CLIP and the UNet encoder (time_embed, input_blocks, middle_block) are frozen."""
+        unet = self.model.diffusion_model
+        for module in (self.first_stage_model, self.cond_stage_model, unet.time_embed, unet.input_blocks,
+                       unet.middle_block):
+            module.requires_grad_(False)
+        self.first_stage_model.eval()
+        self.cond_stage_model.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.first_stage_model.eval()  # frozen parts stay in eval mode
+        self.cond_stage_model.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """SGN (all) + UNet ``output_blocks`` + ``out``, in the reference's optimiser order."""
+        unet = self.model.diffusion_model
+        return [*self.control_model.parameters(), *unet.output_blocks.parameters(), *unet.out.parameters()]
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.trainable_parameters(), lr=self.learning_rate)
+
+    # ----------------------------------------------------------------- encoders
+    @torch.no_grad()
+    def get_learned_conditioning(self, texts: Sequence[str]) -> torch.Tensor:
+        """CLIP tokens ``(B, 77, D)`` of the captions."""
+        return self.cond_stage_model.encode(list(texts))
+
+    @torch.no_grad()
+    def encode_first_stage(self, x: torch.Tensor):
+        return self.first_stage_model.encode(x)
+
+    def get_first_stage_encoding(self, posterior, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``z = scale_factor · sample(q(z|x))`` — a posterior sample, not its mean, as the reference."""
+        return self.scale_factor * posterior.sample(noise=noise)
+
+    @torch.no_grad()
+    def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
+        return self.first_stage_model.decode(z / self.scale_factor)
+
+    @torch.no_grad()
+    def get_input(self, batch: Mapping, posterior_noise: torch.Tensor | None = None):
+        """Latent of ``batch["jpg"]`` and ``{"c_crossattn": [CLIP(txt)], "c_concat": [hint]}``."""
+        x = batch[self.first_stage_key].to(self.device, memory_format=torch.contiguous_format).float()
+        z = self.get_first_stage_encoding(self.encode_first_stage(x), posterior_noise)
+        text = self.get_learned_conditioning(batch[self.cond_stage_key])
+        hint = batch[self.control_key].to(self.device, memory_format=torch.contiguous_format).float()
+        return z, {"c_crossattn": [text], "c_concat": [hint]}
+
+    # ----------------------------------------------------------------- diffusion
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        noise = torch.randn_like(x0) if noise is None else noise
+        return _q_sample(x0, t, noise, self.sqrt_alphas_cumprod, self.sqrt_one_minus_alphas_cumprod)
+
+    def apply_model(self, x_noisy: torch.Tensor, t: torch.Tensor, cond: Mapping) -> torch.Tensor:
+        """Predicted ε ``(B, C, h, w)``; ``cond = {"c_crossattn": [(B,N,D)], "c_concat": [(B,3,H,W)]}``."""
+        context = torch.cat(list(cond["c_crossattn"]), dim=1)
+        unet = self.model.diffusion_model
+        if cond.get("c_concat") is None:
+            return unet(x_noisy, t, context, control=None)
+        hint = torch.cat(list(cond["c_concat"]), dim=1)
+        control = self.control_model(x_noisy, hint, t, context)
+        control = [c * s for c, s in zip(control, self.control_scales)]
+        return unet(x_noisy, t, context, control=control, only_mid_control=self.only_mid_control)
+
+    def p_losses(self, z: torch.Tensor, cond: Mapping, t: torch.Tensor, noise: torch.Tensor | None = None):
+        """ε-prediction loss of reference.md §3 (plain MSE with logvar ≡ 0, ELBO weight 0)."""
+        noise = torch.randn_like(z) if noise is None else noise
+        eps = self.apply_model(self.q_sample(z, t, noise), t, cond)
+        loss_simple = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
+        logvar_t = self.logvar.to(z.device)[t]
+        loss = self.l_simple_weight * (loss_simple / torch.exp(logvar_t) + logvar_t).mean()
+        loss_vlb = (self.lvlb_weights[t] * loss_simple).mean()
+        loss = loss + self.original_elbo_weight * loss_vlb
+        return loss, {"train/loss_simple": loss_simple.mean(), "train/loss_vlb": loss_vlb, "train/loss": loss}
+
+    def training_step(self, batch, batch_idx):
+        z, cond = self.get_input(batch)
+        t = torch.randint(0, self.num_timesteps, (z.shape[0],), device=self.device).long()
+        loss, logs = self.p_losses(z, cond, t)
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=z.shape[0], sync_dist=True)
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=z.shape[0])
+        return loss
+
+    # ----------------------------------------------------------------- test-time reconstruction
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, hints: torch.Tensor | None = None,
+                    captions: Sequence[str] | None = None, *, ddim_steps: int = 10, guidance_scale: float = 9.0,
+                    start_timestep: int = 999, start_mode: str = "reference", eta: float = 0.0,
+                    noise: torch.Tensor | None = None, posterior_noise: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, return_ae_reconstruction: bool = False,
+                    skip_redundant_guidance: bool = True, callback=None) -> dict[str, torch.Tensor]:
+        """Reconstruct normalised images through the diffusion model (reference.md §4), batched.
+
+        Args:
+            images: ``(B, 3, H, W)`` ImageNet-normalised images; ``hints`` default to the same tensor.
+            captions: B strings (``""`` = no text guidance, the default).
+            start_timestep: the noise level of the start latent ``x_T = q_sample(z, start_timestep)``.
+            start_mode: ``"reference"`` keeps the full uniform DDIM grid (τ = 901 … 1 for 10 steps) whatever
+                ``start_timestep`` is — the reference passes its start step where the sampler ignores it,
+                so the first step treats the t = 999 latent as t = 901. ``"matched"`` runs only the DDIM
+                steps ≤ ``start_timestep`` (the first one at the latent's own level).
+            noise, posterior_noise: ``(B, 4, h, w)`` ε of ``q_sample`` and of the posterior sample
+                (drawn from ``generator`` when None).
+            skip_redundant_guidance: when every caption is ``""`` the conditional and unconditional
+                branches are identical and guidance returns ε_c exactly; skip the second branch (False
+                runs the reference's doubled batch anyway).
+
+        Returns:
+            ``{"samples": (B,3,H,W), "samples_latent", "z", "x_T"}`` (+ ``"reconstruction"``, the
+            autoencoder round trip, when asked).
+        """
+        if start_mode not in START_MODES:
+            raise ValueError(f"start_mode must be one of {START_MODES}, got {start_mode!r}")
+        images = images.to(self.device).float()
+        hints = images if hints is None else hints.to(self.device).float()
+        b = images.shape[0]
+        captions = [""] * b if captions is None else list(captions)
+        if len(captions) != b:
+            raise ValueError(f"{len(captions)} captions for {b} images")
+        posterior = self.encode_first_stage(images)
+        if posterior_noise is None:
+            posterior_noise = torch.randn(posterior.mean.shape, generator=generator, device=self.device)
+        z = self.get_first_stage_encoding(posterior, posterior_noise.to(self.device))
+        if noise is None:
+            noise = torch.randn(z.shape, generator=generator, device=self.device)
+        t_start = torch.full((b,), start_timestep, device=self.device, dtype=torch.long)
+        x_t = self.q_sample(z, t_start, noise.to(self.device))
+        text = self.get_learned_conditioning(captions)
+        empty = self.get_learned_conditioning([""] * b)
+        cond = {"c_crossattn": [text], "c_concat": [hints]}
+        # With empty captions cond == uncond and guidance returns ε_c exactly: skip the duplicate pass.
+        redundant = skip_redundant_guidance and torch.equal(text, empty)
+        uncond = None if redundant else {"c_crossattn": [empty], "c_concat": [hints]}
+        schedule = make_ddim_schedule(self.alphas_cumprod, ddim_steps, eta)
+        last = len(schedule.timesteps) - 1
+        if start_mode == "matched":
+            below = (schedule.timesteps <= start_timestep).nonzero()[0]
+            if len(below) == 0:
+                raise ValueError(f"no DDIM timestep <= start_timestep={start_timestep}")
+            last = int(below[-1])
+        latent = ddim_sample(self.apply_model, x_t, cond, schedule, uncond=uncond, guidance_scale=guidance_scale,
+                             last_index=last, generator=generator, callback=callback)
+        out = {"samples": self.decode_first_stage(latent), "samples_latent": latent, "z": z, "x_T": x_t}
+        if return_ae_reconstruction:
+            out["reconstruction"] = self.decode_first_stage(z)
+        return out
+
+    # ----------------------------------------------------------------- checkpoints
+    def load_checkpoint(self, path: str | os.PathLike, *, strict: bool = True) -> None:
+        """Load a VLMDiff checkpoint file (assembled or trained) with strict key checking."""
+        load_weights(self, load_state_dict(path), strict=strict, source=str(path))
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
+                 source: str = "state dict") -> None:
+    """``load_state_dict`` that accepts files saved without CLIP's ``position_ids`` buffer (modern
+    transformers no longer saves it) and names missing/unexpected/mis-shaped keys on failure."""
+    state_dict = dict(state_dict)
+    own = model.state_dict()
+    if POSITION_IDS_KEY in own and POSITION_IDS_KEY not in state_dict:
+        state_dict[POSITION_IDS_KEY] = own[POSITION_IDS_KEY]
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if shapes or (strict and (missing or unexpected)):
+        parts = [f"{len(shapes)} mis-shaped: {shapes[:5]}" if shapes else "",
+                 f"{len(missing)} missing: {missing[:5]}" if missing else "",
+                 f"{len(unexpected)} unexpected: {unexpected[:5]}" if unexpected else ""]
+        raise ValueError(f"{source}: does not fit the model ({'; '.join(p for p in parts if p)})")
+    model.load_state_dict(state_dict, strict=strict)
+
+
+def create_model(path_or_config: str | os.PathLike | Mapping | DictConfig, *,
+                 overrides: list[str] | None = None) -> VLMDiff:
+    """Build the model described by a config file or mapping (its ``model`` section, or the section itself)."""
+    cfg = load_config(path_or_config, overrides)
+    section = cfg.model if "model" in cfg else cfg
+    where = str(path_or_config) if isinstance(path_or_config, (str, os.PathLike)) else "config"
+    model = instantiate(section, where=where)
+    if not isinstance(model, VLMDiff):
+        raise ValueError(f"{where}: model.target must name VLMDiff, got {type(model).__name__}")
+    return model
+
+
+__all__ = ["VLMDiff", "create_model", "load_state_dict", "load_weights", "extract"]
