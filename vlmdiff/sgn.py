@@ -55,10 +55,11 @@ class SemanticGuidedNetwork(nn.Module):
         self.config = cfg
         self.model_channels = cfg.model_channels
         self.time_embed = build_time_embed(cfg)
-        self.input_blocks, self.middle_block, chans = build_encoder(cfg)
+        self.input_blocks, middle_block, chans = build_encoder(cfg)
         self.zero_convs = nn.ModuleList(
             TimestepEmbedSequential(zero_module(nn.Conv2d(c, c, 1))) for c in chans)
         self.input_hint_block = hint_block(cfg.hint_channels, cfg.model_channels)
+        self.middle_block = middle_block  # registered here: the reference's state-dict order
         self.middle_block_out = TimestepEmbedSequential(zero_module(nn.Conv2d(chans[-1], chans[-1], 1)))
         for i, src in enumerate(SFF_SOURCES, start=1):
             for j, dst in enumerate(SFF_TARGETS, start=1):

@@ -26,9 +26,9 @@ def make_beta_schedule(schedule: str, n_timestep: int, *, linear_start: float = 
     ``β_t = (√start + (√end − √start)·t/(T−1))²``. ``"linear_beta"`` is the truly linear one.
     """
     if schedule == "linear":
-        return (torch.linspace(linear_start ** 0.5, linear_end ** 0.5, n_timestep, dtype=torch.float64) ** 2).numpy()
+        return (torch.linspace(linear_start ** 0.5, linear_end ** 0.5, n_timestep, dtype=torch.float64, device="cpu") ** 2).numpy()
     if schedule == "linear_beta":
-        return torch.linspace(linear_start, linear_end, n_timestep, dtype=torch.float64).numpy()
+        return torch.linspace(linear_start, linear_end, n_timestep, dtype=torch.float64, device="cpu").numpy()
     raise ValueError(f"unknown beta schedule {schedule!r}; valid: ['linear', 'linear_beta']")
 
 

@@ -1,0 +1,55 @@
+"""Run configurations of the pipeline scripts: dataclass schemas, YAML files, flags and ``key=value`` overrides.
+
+A run's settings are resolved in this order (later wins): the schema's defaults, the YAML file given with
+``--config``, the command-line flags that were set explicitly, then ``key=value`` overrides. A misspelt key
+or a value of the wrong type fails at load time naming the file and the key. The resolved configuration is
+saved beside the run's outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from utils.io import write_text
+
+T = TypeVar("T")
+
+
+def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None = None,
+                       flags: dict[str, Any] | None = None, overrides: list[str] | None = None) -> T:
+    """Merge defaults ← YAML file ← explicit flags ← ``key=value`` overrides into a ``schema`` instance."""
+    if not is_dataclass(schema):
+        raise TypeError(f"{schema} is not a dataclass")
+    cfg = OmegaConf.structured(schema)
+    layers = []
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        layers.append((str(path), OmegaConf.load(path)))
+    if flags:
+        names = {f.name for f in fields(schema)}
+        layers.append(("command-line flags", OmegaConf.create({k: v for k, v in flags.items()
+                                                                if k in names and v is not None})))
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ValueError(f"overrides must be key=value, got {bad}")
+        layers.append(("overrides", OmegaConf.from_dotlist(list(overrides))))
+    for where, layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as err:
+            raise ValueError(f"{where}: {str(err).splitlines()[0]}") from err
+    return OmegaConf.to_object(cfg)
+
+
+def save_run_config(config: Any, path: str | os.PathLike) -> None:
+    """Write the resolved configuration as YAML (atomically)."""
+    write_text(path, OmegaConf.to_yaml(OmegaConf.structured(config)))
