@@ -1,0 +1,144 @@
+"""Torch datasets yielding the same item dict for every benchmark (reference.md §7).
+
+Item: ``jpg`` (3×S×S normalised image), ``hint`` (the same values), ``txt`` (caption, ``""`` without
+captions), ``mask`` (1×S×S in [0, 1]), ``label`` (1 = anomalous — everywhere; the reference's class index
+for MVTec/VisA is not used), ``clsname``, ``filename``, ``has_mask``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vlmdiff.data.captions import Captions, match_captions
+from vlmdiff.data.images import image_to_tensor, load_mask, load_rgb, mask_to_tensor
+from vlmdiff.data.layouts import (Record, coco_records, log_summary, mvtec_records, realiad_records,
+                                  visa_records)
+
+log = logging.getLogger(__name__)
+
+
+class AnomalyDataset(Dataset):
+    """Images (and masks) of a list of records, resized to ``image_size``.
+
+    Args:
+        records: the split's images.
+        image_size: side S of the square output.
+        captions: captions read by :mod:`vlmdiff.data.captions`, matched by filename; None gives ``""``.
+    """
+
+    def __init__(self, records: Sequence[Record], image_size: int = 256, captions: Captions | None = None):
+        self.records = list(records)
+        self.image_size = image_size
+        self.captions = ([""] * len(self.records) if captions is None
+                         else match_captions([r.filename for r in self.records], captions))
+        self.has_masks = all(r.has_mask for r in self.records)
+        if not self.has_masks:
+            log.warning("some images have image-level labels only: pixel metrics will be skipped")
+
+    @property
+    def clsnames(self) -> list[str]:
+        return sorted({r.clsname for r in self.records})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        r = self.records[index]
+        img = load_rgb(r.image)
+        jpg = image_to_tensor(img, self.image_size)
+        if r.mask is not None:
+            mask_img = load_mask(r.mask)
+            if mask_img.size != img.size:
+                raise ValueError(f"{r.mask}: mask size {mask_img.size} differs from its image {r.image} ({img.size})")
+            mask = mask_to_tensor(mask_img, self.image_size)
+        else:
+            mask = torch.zeros(1, self.image_size, self.image_size)
+        return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index], "mask": mask, "label": r.label,
+                "clsname": r.clsname, "filename": r.filename, "has_mask": r.has_mask}
+
+
+class CifarDataset(Dataset):
+    """CIFAR-10/100 one-vs-rest as the reference (split 0): train on classes ``0 … n/2−1``; the test set is
+    the whole test batch with label 1 for classes ``n/2 … n−1``. Image-level labels only (no pixel masks).
+    """
+
+    def __init__(self, root, split: str, *, num_classes: int = 10, image_size: int = 256,
+                 captions: Captions | None = None):
+        root = Path(root)
+        images, classes = _read_cifar(root, split, num_classes)
+        normal = classes < num_classes // 2
+        keep = normal if split == "train" else np.ones_like(normal)
+        self.images, self.labels = images[keep], (~normal[keep]).astype(int)
+        self.name = f"cifar{num_classes}"
+        self.filenames = [f"{split}/{i}" for i in np.flatnonzero(keep)]
+        self.image_size = image_size
+        self.has_masks = False
+        self.captions = [""] * len(self.filenames) if captions is None else match_captions(self.filenames, captions)
+
+    @property
+    def clsnames(self) -> list[str]:
+        return [self.name]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        jpg = image_to_tensor(Image.fromarray(self.images[index]), self.image_size)
+        return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index],
+                "mask": torch.zeros(1, self.image_size, self.image_size), "label": int(self.labels[index]),
+                "clsname": self.name, "filename": self.filenames[index], "has_mask": False}
+
+
+def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR python batches → ``(N, 32, 32, 3)`` uint8 images and ``(N,)`` class ids."""
+    if num_classes == 10:
+        folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+        files = [folder / f"data_batch_{i}" for i in range(1, 6)] if split == "train" else [folder / "test_batch"]
+        key = b"labels"
+    else:
+        folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+        files, key = [folder / ("train" if split == "train" else "test")], b"fine_labels"
+    data, labels = [], []
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: CIFAR batch file not found")
+        try:
+            with open(f, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            data.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.append(np.asarray(batch[key]))
+        except (pickle.UnpicklingError, KeyError, EOFError, ValueError) as err:
+            raise ValueError(f"{f}: not a CIFAR python batch ({err})") from err
+    return np.concatenate(data), np.concatenate(labels)
+
+
+DATASETS = ("mvtec", "visa", "realiad", "coco", "cifar10", "cifar100", "custom")
+
+
+def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
+                  classes: Sequence[str] | None = None, captions: Captions | None = None,
+                  coco_part: int = 0, split_csv=None, json_dir=None) -> Dataset:
+    """The dataset ``name`` (one of :data:`DATASETS`) of the folder ``root``, split ``train`` or ``test``."""
+    readers = {
+        "mvtec": lambda: mvtec_records(root, split, classes),
+        "custom": lambda: mvtec_records(root, split, classes, require_masks=False),
+        "visa": lambda: visa_records(root, split, classes, split_csv=split_csv),
+        "realiad": lambda: realiad_records(root, split, classes, json_dir=json_dir),
+        "coco": lambda: coco_records(root, split, coco_part=coco_part),
+    }
+    if name in ("cifar10", "cifar100"):
+        return CifarDataset(root, split, num_classes=int(name[5:]), image_size=image_size, captions=captions)
+    if name not in readers:
+        raise ValueError(f"unknown dataset {name!r}; valid: {list(DATASETS)}")
+    records = readers[name]()
+    log_summary(records, name, split)
+    return AnomalyDataset(records, image_size, captions)
