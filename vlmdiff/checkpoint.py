@@ -62,6 +62,7 @@ def load_state_dict(path: str | os.PathLike, *, weights_only: bool = True) -> di
     Returns:
         ``{key: tensor}`` on the CPU, in the file's dtypes.
     """
+    # (DINO training checkpoints keep the weights under ``teacher``.)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
@@ -83,7 +84,7 @@ def load_state_dict(path: str | os.PathLike, *, weights_only: bool = True) -> di
 
 def unwrap_state_dict(obj, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Return the tensor mapping inside a loaded checkpoint object (``state_dict``/``model``/``module``)."""
-    for key in ("state_dict", "model", "module"):
+    for key in ("state_dict", "model", "teacher", "module"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
@@ -98,3 +99,20 @@ def unwrap_state_dict(obj, *, source: str = "checkpoint") -> dict[str, torch.Ten
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Keep the keys that start with ``prefix``, with the prefix removed (a leading prefix only)."""
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict",
+                strict: bool = True) -> None:
+    """``module.load_state_dict`` with one clear error naming the source and the missing, unexpected and
+    mis-shaped keys (shapes are checked even with ``strict=False``)."""
+    own = module.state_dict()
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if shapes or (strict and (missing or unexpected)):
+        parts = [f"{len(shapes)} mis-shaped, e.g. {shapes[:3]}" if shapes else "",
+                 f"{len(missing)} missing, e.g. {missing[:3]}" if missing else "",
+                 f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}" if unexpected else ""]
+        raise ValueError(f"{source}: does not fit the model ({'; '.join(p for p in parts if p)})")
+    module.load_state_dict(state_dict, strict=strict)

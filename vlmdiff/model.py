@@ -20,7 +20,7 @@ from torch import nn
 from ldm.models.ddim import ddim_sample, make_ddim_schedule
 from ldm.modules.diffusion import SCHEDULE_BUFFERS, extract, make_beta_schedule, schedule_buffers
 from ldm.modules.diffusion import q_sample as _q_sample
-from vlmdiff.checkpoint import load_state_dict
+from vlmdiff.checkpoint import load_state_dict, load_strict
 from vlmdiff.config import instantiate, load_config
 
 log = logging.getLogger(__name__)
@@ -238,22 +238,13 @@ class VLMDiff(L.LightningModule):
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
                  source: str = "state dict") -> None:
-    """``load_state_dict`` that accepts files saved without CLIP's ``position_ids`` buffer (modern
-    transformers no longer saves it) and names missing/unexpected/mis-shaped keys on failure."""
+    """Strict loading that accepts files saved without CLIP's ``position_ids`` buffer (modern transformers
+    no longer saves it; it is ``arange(77)`` either way) and names missing/unexpected/mis-shaped keys."""
     state_dict = dict(state_dict)
     own = model.state_dict()
     if POSITION_IDS_KEY in own and POSITION_IDS_KEY not in state_dict:
         state_dict[POSITION_IDS_KEY] = own[POSITION_IDS_KEY]
-    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-              for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    if shapes or (strict and (missing or unexpected)):
-        parts = [f"{len(shapes)} mis-shaped: {shapes[:5]}" if shapes else "",
-                 f"{len(missing)} missing: {missing[:5]}" if missing else "",
-                 f"{len(unexpected)} unexpected: {unexpected[:5]}" if unexpected else ""]
-        raise ValueError(f"{source}: does not fit the model ({'; '.join(p for p in parts if p)})")
-    model.load_state_dict(state_dict, strict=strict)
+    load_strict(model, state_dict, source=source, strict=strict)
 
 
 def create_model(path_or_config: str | os.PathLike | Mapping | DictConfig, *,
