@@ -114,19 +114,21 @@ class VLMDiff(L.LightningModule):
     def encode_first_stage(self, x: torch.Tensor):
         return self.first_stage_model.encode(x)
 
-    def get_first_stage_encoding(self, posterior, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def get_first_stage_encoding(self, posterior, noise: torch.Tensor | None = None,
+                                 generator: torch.Generator | None = None) -> torch.Tensor:
         """``z = scale_factor · sample(q(z|x))`` — a posterior sample, not its mean, as the reference."""
-        return self.scale_factor * posterior.sample(noise=noise)
+        return self.scale_factor * posterior.sample(noise=noise, generator=generator)
 
     @torch.no_grad()
     def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
         return self.first_stage_model.decode(z / self.scale_factor)
 
     @torch.no_grad()
-    def get_input(self, batch: Mapping, posterior_noise: torch.Tensor | None = None):
+    def get_input(self, batch: Mapping, posterior_noise: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None):
         """Latent of ``batch["jpg"]`` and ``{"c_crossattn": [CLIP(txt)], "c_concat": [hint]}``."""
         x = batch[self.first_stage_key].to(self.device, memory_format=torch.contiguous_format).float()
-        z = self.get_first_stage_encoding(self.encode_first_stage(x), posterior_noise)
+        z = self.get_first_stage_encoding(self.encode_first_stage(x), posterior_noise, generator)
         text = self.get_learned_conditioning(batch[self.cond_stage_key])
         hint = batch[self.control_key].to(self.device, memory_format=torch.contiguous_format).float()
         return z, {"c_crossattn": [text], "c_concat": [hint]}
@@ -158,10 +160,19 @@ class VLMDiff(L.LightningModule):
         loss = loss + self.original_elbo_weight * loss_vlb
         return loss, {"train/loss_simple": loss_simple.mean(), "train/loss_vlb": loss_vlb, "train/loss": loss}
 
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        """Random draws of one training step depend only on (seed, epoch, batch, process): exact resumes."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        epoch = self.current_epoch if self._trainer is not None else 0
+        seed = ((getattr(self, "seed", 0) * 1_000_003 + epoch) * 1_000_003 + batch_idx) * 1_009 + rank
+        return torch.Generator(device=self.device).manual_seed(seed % 2**63)
+
     def training_step(self, batch, batch_idx):
-        z, cond = self.get_input(batch)
-        t = torch.randint(0, self.num_timesteps, (z.shape[0],), device=self.device).long()
-        loss, logs = self.p_losses(z, cond, t)
+        g = self.step_generator(batch_idx)
+        z, cond = self.get_input(batch, generator=g)
+        t = torch.randint(0, self.num_timesteps, (z.shape[0],), device=self.device, generator=g).long()
+        noise = torch.randn(z.shape, device=self.device, generator=g)
+        loss, logs = self.p_losses(z, cond, t, noise)
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=z.shape[0], sync_dist=True)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=z.shape[0])
         return loss

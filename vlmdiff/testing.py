@@ -1,0 +1,215 @@
+"""Test runs: batched reconstruction, scoring, metrics and report (reference.md §4–6, the reference's ``test.py``).
+
+Results are stored per batch in ``<run>/scores/batch_<index>.npz`` (anomaly maps as float32, binary
+ground truth, image labels, class names, filenames) so an interrupted run resumes at the next missing
+batch. ``<run>/run.json`` fingerprints every setting that changes results: a run folder never mixes
+results of different settings (the reference's stale ``.npz`` merge, quirk 17). With several processes
+(``torchrun``), each process takes every ``world_size``-th batch and process 0 computes the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utils.io import atomic_path, write_json
+from vlmdiff.data.images import denormalize
+from vlmdiff.metrics import class_metrics, mean_over_classes
+from vlmdiff.report import write_class_plots, write_html_report, write_tables, write_visuals
+from vlmdiff.scoring import anomaly_map, image_scores
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_part", "classes", "image_size",
+               "use_captions", "caption_folder", "scorer", "scorer_weights", "ddim_steps", "guidance_scale",
+               "start_timestep", "start_mode", "sigma", "seed", "start_ind", "end_ind", "batch_size")
+
+
+@dataclass
+class TestConfig:
+    """Settings of a test run (defaults: the reference protocol at 256×256 with DINO ViT-S/8)."""
+
+    resume_path: str = "models/vlmdiff_trained.ckpt"
+    model_config: str = "configs/vlmdiff.yaml"
+    data_set: str = "mvtec"
+    data_path: str = ""
+    coco_part: int = 0
+    classes: list[str] | None = None
+    image_size: int = 256
+    use_captions: bool = False
+    caption_folder: str = ""
+    exp_name: str = "testing_mvtec"
+    output_dir: str = "runs"
+    scorer: str = "v1s8"
+    scorer_weights: str | None = None
+    ddim_steps: int = 10
+    guidance_scale: float = 9.0
+    start_timestep: int = 999
+    start_mode: str = "reference"
+    sigma: float = 5.0
+    metrics_mode: str = "paper"
+    batch_size: int = 8
+    num_workers: int = 2
+    seed: int = 0
+    start_ind: int = 0
+    end_ind: int | None = None
+    save_visuals: bool = False
+    gallery_per_class: int = 3
+    device: str = "auto"
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.exp_name
+
+
+def fingerprint(cfg: TestConfig) -> dict:
+    return {k: getattr(cfg, k) for k in RESULT_KEYS}
+
+
+def prepare_run_dir(cfg: TestConfig) -> Path:
+    """Create the run folder, or check that an existing one holds results of the same settings."""
+    run, info = cfg.run_dir, fingerprint(cfg)
+    marker = run / "run.json"
+    if marker.is_file() and not cfg.overwrite:
+        old = json.loads(marker.read_text())
+        diff = {k: (old.get(k), v) for k, v in info.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(f"{marker}: this run folder holds results of other settings {diff}; "
+                             "use another --exp_name, or --overwrite to discard them")
+    elif marker.is_file() and cfg.overwrite:
+        for f in (run / "scores").glob("*.npz"):
+            f.unlink()
+    write_json(marker, info)
+    return run
+
+
+def _batch_file(run: Path, index: int) -> Path:
+    return run / "scores" / f"batch_{index:06d}.npz"
+
+
+def _write_batch(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+@torch.no_grad()
+def score_batch(model, extractor, batch: dict, cfg: TestConfig, generator: torch.Generator) -> dict:
+    """Reconstruct a batch and compare features: maps ``(B, S, S)`` float64 and decoded images."""
+    images = batch["jpg"]
+    captions = list(batch["txt"]) if cfg.use_captions else None
+    out = model.reconstruct(images, batch["hint"], captions, ddim_steps=cfg.ddim_steps,
+                            guidance_scale=cfg.guidance_scale, start_timestep=cfg.start_timestep,
+                            start_mode=cfg.start_mode, generator=generator,
+                            return_ae_reconstruction=cfg.save_visuals)
+    samples = out["samples"]
+    device = samples.device
+    feats_in, feats_out = extractor(images.to(device)), extractor(samples)
+    maps = anomaly_map(feats_in, feats_out, images.shape[-1], sigma=cfg.sigma)
+    return {"maps": maps, "samples": samples.cpu(), "reconstruction": out.get("reconstruction")}
+
+
+def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, world_size: int = 1) -> None:
+    """Score every not-yet-stored batch of this process's share."""
+    run = cfg.run_dir
+    end = len(dataset) if cfg.end_ind is None else min(cfg.end_ind, len(dataset))
+    indices = list(range(cfg.start_ind, end))
+    batches = [indices[i:i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)]
+    todo = [b for b in range(len(batches)) if b % world_size == rank and not _batch_file(run, b).is_file()]
+    if len(todo) < len(batches) // world_size:
+        log.info("resuming: %d of this process's batches already scored", len(batches) // world_size - len(todo))
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_sampler=[batches[b] for b in todo], num_workers=cfg.num_workers)
+    for b, batch in zip(tqdm(todo, desc=f"test [{rank}]", unit="batch", disable=not todo), loader):
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + b)  # per batch: resumable
+        res = score_batch(model, extractor, batch, cfg, generator)
+        gt = (batch["mask"][:, 0] > 0).numpy()
+        if cfg.save_visuals:
+            _save_batch_visuals(run, batch, res)
+        _write_batch(_batch_file(run, b), maps=res["maps"].astype(np.float32), gt=gt,
+                     labels=np.asarray(batch["label"]).astype(np.int8), has_mask=np.asarray(batch["has_mask"]),
+                     clsnames=np.asarray(batch["clsname"]), filenames=np.asarray(batch["filename"]))
+
+
+def visual_name(filename: str) -> str:
+    return filename.replace("\\", "/").strip("/").replace("/", "__").rsplit(".", 1)[0]
+
+
+def _save_batch_visuals(run: Path, batch: dict, res: dict) -> None:
+    inputs = denormalize(batch["jpg"]).numpy()
+    samples = denormalize(res["samples"]).numpy()
+    recon = None if res["reconstruction"] is None else denormalize(res["reconstruction"].cpu()).numpy()
+    for i, name in enumerate(batch["filename"]):
+        write_visuals(run / "visuals" / batch["clsname"][i], visual_name(name), input_rgb=inputs[i],
+                      samples_rgb=samples[i], amap=res["maps"][i],
+                      reconstruction_rgb=None if recon is None else recon[i])
+
+
+def load_results(run: Path) -> dict[str, np.ndarray]:
+    files = sorted((run / "scores").glob("batch_*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{run / 'scores'}: no scored batches")
+    parts = [dict(np.load(f)) for f in files]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def evaluate_run(cfg: TestConfig, config_dump: dict | None = None) -> dict:
+    """Metrics per class from the stored batches, tables, curves and the HTML report."""
+    run = cfg.run_dir
+    res = load_results(run)
+    pixel = bool(res["has_mask"].all())
+    if not pixel:
+        log.warning("image-level labels only: pixel metrics are skipped")
+    results, plots, gallery = {}, [], []
+    method = "pooled" if cfg.metrics_mode == "paper" else "max"
+    if method == "pooled" and min(res["maps"].shape[1:]) < 57:
+        method = "max"
+        log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
+    for cls in sorted(set(res["clsnames"].tolist())):
+        idx = np.flatnonzero(res["clsnames"] == cls)
+        scores = image_scores(res["maps"][idx], method)
+        results[cls] = class_metrics(res["maps"][idx], res["gt"][idx] if pixel else None, cfg.metrics_mode,
+                                     labels=res["labels"][idx], scores=scores)
+        plots.append(write_class_plots(run / "report", cls, scores, res["labels"][idx])["curves"])
+        gallery += _gallery(run, cls, res["filenames"][idx], scores, res["labels"][idx], cfg.gallery_per_class)
+    results["mean"] = mean_over_classes(results)
+    config = config_dump or asdict(cfg)
+    write_tables(results, run, config)
+    write_html_report(run / "report" / "index.html", results, plots=plots, gallery=gallery, config=config)
+    return results
+
+
+def _gallery(run: Path, cls: str, filenames: Sequence[str], scores: np.ndarray, labels: np.ndarray, k: int) -> list:
+    """Worst cases first (highest-scored normal, lowest-scored anomalous), then the best detections."""
+    folder = run / "visuals" / cls
+    if k <= 0 or not folder.is_dir():
+        return []
+    order = np.argsort(scores)
+    normal, anomalous = [i for i in order if labels[i] == 0], [i for i in order if labels[i] == 1]
+    picks = [("false alarm?", i) for i in normal[::-1][:k]] + [("missed?", i) for i in anomalous[:k]]
+    picks += [("detected", i) for i in anomalous[::-1][:k]]
+    out = []
+    for what, i in picks:
+        name = visual_name(str(filenames[i]))
+        images = [folder / f"{name}-{kind}" for kind in ("input.jpg", "samples.jpg", "heatmap.png")]
+        if all(p.is_file() for p in images):
+            out.append({"caption": f"{cls} {what} score {scores[i]:.3f} ({filenames[i]})", "images": images})
+    return out
+
+
+def distributed_context() -> tuple[int, int]:
+    """``(rank, world_size)``: from torch.distributed when initialised, else from torchrun's variables."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -1,0 +1,136 @@
+"""Training runs of VLMDiff with Lightning (reference.md §9).
+
+The reference recipe: AdamW lr 1e-5 over the SGN and the UNet decoder, batch 12 with 4-step gradient
+accumulation, ``only_mid_control=True``, 300 epochs (MVTec-AD, VisA) or 100 (Real-IAD, COCO-AD) with a
+checkpoint every 25 or 20 epochs. A run folder holds ``checkpoints/model_epoch=<EEE>.ckpt`` and
+``last.ckpt``, TensorBoard and CSV logs and the resolved configuration; starting the same run again
+resumes from ``last.ckpt``. Shuffling and every random draw of a step are seeded from (seed, epoch,
+batch), so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, Sampler
+
+from vlmdiff.model import VLMDiff, create_model
+
+log = logging.getLogger(__name__)
+
+# data set -> (epochs, checkpoint every E epochs), from the reference README
+SCHEDULES = {"mvtec": (300, 25), "visa": (300, 25), "realiad": (100, 20), "coco": (100, 20)}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (defaults: the reference recipe)."""
+
+    resume_path: str = "models/vlmdiff_sd15_model.safetensors"
+    model_config: str = "configs/vlmdiff.yaml"
+    data_set: str = "mvtec"
+    data_path: str = ""
+    coco_part: int = 0
+    classes: list[str] | None = None
+    image_size: int = 256
+    use_captions: bool = False
+    caption_folder: str = ""
+    caption_model: str = "_internvl"
+    exp_name: str = "mvtec_training_vlmdiff"
+    output_dir: str = "runs"
+    batch_size: int = 12
+    accumulate_grad_batches: int = 4
+    learning_rate: float = 1e-5
+    max_epochs: int | None = None
+    max_steps: int = -1
+    every_n_epochs: int | None = None
+    num_workers: int = 8
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    seed: int = 1
+    gradient_checkpointing: bool = True
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.exp_name
+
+    def schedule(self) -> tuple[int, int]:
+        epochs, every = SCHEDULES.get(self.data_set, (100, 20))
+        return self.max_epochs or epochs, self.every_n_epochs or every
+
+
+class EpochSampler(Sampler):
+    """A shuffle that depends only on (seed, epoch): resumed runs see the same order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at every epoch start
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def train_loader(dataset, cfg: TrainConfig) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
+                      num_workers=cfg.num_workers, drop_last=False, persistent_workers=cfg.num_workers > 0)
+
+
+def build_model(cfg: TrainConfig, *, load_weights: bool = True) -> VLMDiff:
+    """The model of ``cfg.model_config`` with the training-start weights, routed as the reference trains."""
+    model = create_model(cfg.model_config)
+    if load_weights:
+        model.load_checkpoint(cfg.resume_path)
+    model.only_mid_control = True
+    model.learning_rate = cfg.learning_rate
+    model.seed = cfg.seed
+    model.model.diffusion_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    return model
+
+
+def build_trainer(cfg: TrainConfig, callbacks=()) -> L.Trainer:
+    epochs, every = cfg.schedule()
+    run = cfg.run_dir
+    checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", filename="model_{epoch:03d}", every_n_epochs=every,
+                                  save_top_k=-1, save_last=True, save_on_train_epoch_end=True)
+    loggers = [TensorBoardLogger(run, name="tensorboard", version=""), CSVLogger(run, name="csv", version="")]
+    return L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                     strategy=cfg.strategy, precision=cfg.precision, max_epochs=epochs, max_steps=cfg.max_steps,
+                     accumulate_grad_batches=cfg.accumulate_grad_batches, limit_val_batches=0,
+                     num_sanity_val_steps=0, callbacks=[checkpoints, *callbacks], logger=loggers,
+                     log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,
+                     enable_model_summary=False, default_root_dir=run)
+
+
+def last_checkpoint(cfg: TrainConfig) -> Path | None:
+    path = cfg.run_dir / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None
+
+
+def fit(cfg: TrainConfig, dataset, *, callbacks=()) -> Path:
+    """Train (or resume) and return the path of the last checkpoint."""
+    resume = last_checkpoint(cfg)
+    if resume is not None:
+        log.info("resuming %s from %s", cfg.exp_name, resume)
+    model = build_model(cfg, load_weights=resume is None)
+    trainer = build_trainer(cfg, callbacks)
+    trainer.fit(model, train_loader(dataset, cfg), ckpt_path=str(resume) if resume else None)
+    return cfg.run_dir / "checkpoints" / "last.ckpt"
