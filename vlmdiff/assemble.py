@@ -102,3 +102,10 @@ def assemble_state_dict(model: nn.Module, sd_state: Mapping[str, torch.Tensor],
     if missing_sd:
         raise ValueError(f"{sd_source}: {len(missing_sd)} Stable Diffusion key(s) missing, e.g. {missing_sd[:3]}")
     return out, report
+
+
+def self_assembled_state_dict(model: nn.Module, ae_state: Mapping[str, torch.Tensor] | None = None):
+    """Assemble from the model's own (randomly initialised) UNet and CLIP — for toy models without an SD
+    checkpoint: the SGN encoder starts as a copy of the UNet encoder, exactly as with real SD weights."""
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("control_model.")}
+    return assemble_state_dict(model, own, ae_state, sd_source="the model's own initialisation")

@@ -31,6 +31,13 @@ def test_token_ids_equal_the_reference_tokenizer(tokens):
     assert tok("a photo of a cat")[0].tolist() == tokens["check_a_photo_of_a_cat"]
 
 
+def test_cleaning_is_ftfy_only_like_the_reference():
+    """ftfy unescapes HTML only when the text has no '<'; no extra unescaping as open_clip's tokenizer does."""
+    tok = CLIPBPETokenizer()
+    assert tok.encode("x < y &amp; z") != tok.encode("x < y & z")
+    assert tok.encode("x &amp; z") == tok.encode("x & z")
+
+
 def test_padding_uses_end_of_text_and_truncation_keeps_it(tokens):
     tok = CLIPBPETokenizer()
     assert tok([""])[0].tolist() == [49406] + [49407] * 76

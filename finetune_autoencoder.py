@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Finetune the KL-f8 autoencoder on a dataset's normal training images (L1 + LPIPS + KL, discriminator
+after --disc_start), and write the checkpoint build_model.py consumes (--ae).
+
+    python finetune_autoencoder.py --resume_path models/autoencoders.ckpt --data_set mvtec \\
+        --data_path data/mvtec --lpips_vgg models/vgg16.pth --lpips_lin models/lpips_vgg.pth --max_epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from utils.io import atomic_path
+from utils.seed import seed_everything
+from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner
+from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix
+from vlmdiff.config import instantiate, load_config
+from vlmdiff.data import build_dataset
+from vlmdiff.run_config import resolve_run_config, save_run_config
+
+log = logging.getLogger("finetune_autoencoder")
+
+
+@dataclass
+class AEConfig:
+    resume_path: str = "models/autoencoders.ckpt"  # "" starts from random weights (toy runs only)
+    model_config: str = "configs/vlmdiff.yaml"  # its first_stage_config is the autoencoder
+    data_set: str = "mvtec"
+    data_path: str = ""
+    coco_part: int = 0
+    image_size: int = 256
+    exp_name: str = "autoencoder"
+    output_dir: str = "runs"
+    batch_size: int = 1
+    accumulate: int = 8
+    learning_rate: float | None = None  # default: batch_size × 4.5e-5, as the reference
+    max_epochs: int = 10
+    max_steps: int = -1
+    disc_start: int = 50001
+    lpips_vgg: str | None = None
+    lpips_lin: str | None = None
+    num_workers: int = 4
+    accelerator: str = "auto"
+    devices: int = 1
+    seed: int = 1
+    progress_bar: bool = True
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="run config YAML (AEConfig fields)")
+    for name, kind in [("resume_path", str), ("model_config", str), ("data_set", str), ("data_path", str),
+                       ("coco_part", int), ("image_size", int), ("exp_name", str), ("output_dir", str),
+                       ("batch_size", int), ("accumulate", int), ("learning_rate", float), ("max_epochs", int),
+                       ("max_steps", int), ("disc_start", int), ("lpips_vgg", str), ("lpips_lin", str),
+                       ("num_workers", int), ("accelerator", str), ("devices", int), ("seed", int)]:
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    return p.parse_args(argv)
+
+
+def load_autoencoder(cfg: AEConfig):
+    section = load_config(cfg.model_config).model.params.first_stage_config
+    ae = instantiate(section, where=f"{cfg.model_config}: first_stage_config")
+    if cfg.resume_path:
+        sd = load_state_dict(cfg.resume_path)
+        if any(k.startswith("first_stage_model.") for k in sd):
+            sd = strip_prefix(sd, "first_stage_model.")
+        load_strict(ae, {k: v for k, v in sd.items() if not k.startswith("loss.")}, source=cfg.resume_path)
+    else:
+        log.warning("no --resume_path: the autoencoder starts from random weights")
+    return ae
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
+    cfg = resolve_run_config(AEConfig, config_file=args.config, flags=flags, overrides=args.overrides)
+    seed_everything(cfg.seed)
+    run = Path(cfg.output_dir) / cfg.exp_name
+    save_run_config(cfg, run / "ae_config.yaml")
+    lpips = None
+    if cfg.lpips_vgg and cfg.lpips_lin:
+        lpips = LPIPS(cfg.lpips_vgg, cfg.lpips_lin)
+    else:
+        log.warning("LPIPS weights not given (--lpips_vgg, --lpips_lin): training without the perceptual term")
+    dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    module = AutoencoderFinetuner(load_autoencoder(cfg), learning_rate=cfg.learning_rate or cfg.batch_size * 4.5e-5,
+                                  accumulate=cfg.accumulate, disc_start=cfg.disc_start, lpips=lpips)
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.max_epochs,
+                        max_steps=cfg.max_steps, default_root_dir=run, enable_progress_bar=cfg.progress_bar,
+                        enable_model_summary=False, log_every_n_steps=10, limit_val_batches=0)
+    trainer.fit(module, loader)
+    out = run / "autoencoder.ckpt"
+    with atomic_path(out) as tmp:
+        torch.save({"state_dict": module.autoencoder.state_dict()}, tmp)
+    print(f"wrote {out} (use it as build_model.py --ae)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

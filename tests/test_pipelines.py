@@ -1,0 +1,91 @@
+"""Smoke tests of the pipeline CLIs through main([...]) on the tiny model and tiny synthetic data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import test as test_cli
+import train as train_cli
+from tests.conftest import TINY_CONFIG
+from utils.seed import seed_everything
+from vlmdiff import testing
+from vlmdiff.checkpoint import load_state_dict
+from vlmdiff.data.synthetic import generate
+from vlmdiff.model import create_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny data (128 px, 2 classes) and a tiny training-start checkpoint."""
+    tmp = tmp_path_factory.mktemp("pipe")
+    data = generate(tmp / "data", classes=("disc", "weave"), image_size=128, n_train=4, n_test_good=2, n_test_defect=3)
+    seed_everything(0)
+    model = create_model(TINY_CONFIG)
+    torch.nn.init.normal_(model.model.diffusion_model.out[2].weight, std=0.02)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "init.safetensors"))
+    return tmp, data
+
+
+def train_args(tmp, data, exp, epochs):
+    return ["--resume_path", str(tmp / "init.safetensors"), "--model_config", str(TINY_CONFIG), "--data_set", "mvtec",
+            "--data_path", str(data), "--exp_name", exp, "--output_dir", str(tmp / "runs"), "--batch_size", "4",
+            "--accumulate_grad_batches", "1", "--max_epochs", str(epochs), "--every_n_epochs", "1",
+            "--num_workers", "0", "--accelerator", "cpu", "--learning_rate", "1e-4", "image_size=128",
+            "progress_bar=false"]
+
+
+def test_train_resume_equals_uninterrupted(setup):
+    tmp, data = setup
+    assert train_cli.main(train_args(tmp, data, "full", 2)) == 0
+    assert train_cli.main(train_args(tmp, data, "cut", 1)) == 0  # "killed" after epoch 1
+    assert train_cli.main(train_args(tmp, data, "cut", 2)) == 0  # started again: resumes from last.ckpt
+    runs = tmp / "runs"
+    full, cut = (load_state_dict(runs / n / "checkpoints" / "last.ckpt") for n in ("full", "cut"))
+    assert set(full) == set(cut)
+    for k in full:
+        assert torch.equal(full[k], cut[k]), k
+    assert (runs / "full" / "checkpoints" / "model_epoch=001.ckpt").is_file()
+    assert (runs / "full" / "train_config.yaml").is_file() and (runs / "full" / "csv" / "metrics.csv").is_file()
+
+
+def eval_args(tmp, data, exp, *extra):
+    ckpt = tmp / "runs" / "full" / "checkpoints" / "last.ckpt"
+    return ["--resume_path", str(ckpt), "--model_config", str(TINY_CONFIG), "--data_set", "mvtec",
+            "--data_path", str(data), "--exp_name", exp, "--output_dir", str(tmp / "runs"), "--scorer", "effnet_lite0",
+            "--batch_size", "4", "--device", "cpu", "image_size=128", "num_workers=0", "ddim_steps=2", *extra]
+
+
+def test_test_cli_resume_and_no_mixing(setup, monkeypatch, capsys):
+    tmp, data = setup
+    if not (tmp / "runs" / "full" / "checkpoints" / "last.ckpt").is_file():
+        train_cli.main(train_args(tmp, data, "full", 1))
+    assert test_cli.main(eval_args(tmp, data, "whole", "--save_visuals")) == 0
+    printed = capsys.readouterr().out
+    assert "| **mean** |" in printed
+    real = testing.score_batch
+    calls = {"n": 0}
+
+    def dies_on_second_batch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(testing, "score_batch", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        test_cli.main(eval_args(tmp, data, "resumed"))
+    monkeypatch.setattr(testing, "score_batch", real)
+    assert len(list((tmp / "runs" / "resumed" / "scores").glob("*.npz"))) == 1
+    assert test_cli.main(eval_args(tmp, data, "resumed")) == 0
+    a, b = (testing.load_results(tmp / "runs" / n) for n in ("whole", "resumed"))
+    np.testing.assert_array_equal(a["maps"], b["maps"])
+    assert json.loads((tmp / "runs" / "whole" / "results.json").read_text())["results"] == \
+        json.loads((tmp / "runs" / "resumed" / "results.json").read_text())["results"]
+    with pytest.raises(ValueError, match="other settings"):
+        test_cli.main(eval_args(tmp, data, "resumed", "ddim_steps=3"))
+    report = (tmp / "runs" / "whole" / "report" / "index.html").read_text()
+    assert 'id="results"' in report and "heatmap.png" in report

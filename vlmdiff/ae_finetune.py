@@ -1,0 +1,169 @@
+"""Finetuning the KL-f8 autoencoder on a dataset's normal images (reference.md §10).
+
+Loss (LDM's ``LPIPSWithDiscriminator``, disc_start 50001, kl_weight 1e-6, disc_weight 0.5, hinge):
+``rec = |x − x̂| + LPIPS(x, x̂)``; generator ``L = mean-over-batch Σ rec + 1e-6·KL + d_weight·f·(−mean D(x̂))``
+with the adaptive ``d_weight`` on the decoder's last layer; discriminator
+``f·0.5·(mean relu(1 − D(x)) + mean relu(1 + D(x̂)))``, f = 0 before ``disc_start``. Images stay
+ImageNet-normalised everywhere, LPIPS input included, as the reference (quirk 22).
+
+LPIPS needs VGG16 weights (torchvision layout, ``features.<i>``) and the LPIPS linear heads
+(``lin<k>.model.1.weight``) from local files; without them the perceptual term is left out, with a notice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldm.models.autoencoder import AutoencoderKL
+from vlmdiff.checkpoint import load_state_dict, load_strict
+
+log = logging.getLogger(__name__)
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+LPIPS_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+
+
+class VGG16Features(nn.Module):
+    """torchvision's ``vgg16().features`` (keys ``features.<i>.weight``), tapped after five ReLUs."""
+
+    def __init__(self):
+        super().__init__()
+        layers, c = [], 3
+        for v in VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
+                c = v
+        self.features = nn.Sequential(*layers[:30])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in LPIPS_TAPS:
+                outs.append(x)
+        return outs
+
+
+class LinearHead(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+
+
+class LPIPS(nn.Module):
+    """Learned perceptual distance: unit-normalised VGG16 features, squared differences, learned 1×1 weights."""
+
+    def __init__(self, vgg_path: str | os.PathLike, lin_path: str | os.PathLike):
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
+        self.net = VGG16Features()
+        vgg = {k: v for k, v in load_state_dict(vgg_path).items() if k.startswith("features.") and int(k.split(".")[1]) < 30}
+        load_strict(self.net, vgg, source=str(vgg_path))
+        for k in range(5):
+            self.add_module(f"lin{k}", LinearHead(LPIPS_CHANNELS[k]))
+        lins = {k: v for k, v in load_state_dict(lin_path).items() if k.startswith("lin")}
+        load_strict(self, {**{f"net.{k}": v for k, v in self.net.state_dict().items()},
+                           "shift": self.shift, "scale": self.scale, **lins}, source=str(lin_path))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fx, fy = self.net((x - self.shift) / self.scale), self.net((y - self.shift) / self.scale)
+        total = 0
+        for k, (a, b) in enumerate(zip(fx, fy)):
+            a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
+            b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
+            total = total + getattr(self, f"lin{k}").model((a - b) ** 2).mean(dim=(2, 3), keepdim=True)
+        return total  # (B, 1, 1, 1)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (64 base channels, 3 layers, BatchNorm, LeakyReLU 0.2), N(0, 0.02) initialisation."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3):
+        super().__init__()
+        layers = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False), nn.BatchNorm2d(ndf * mult),
+                       nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.main = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class AutoencoderFinetuner(L.LightningModule):
+    """Manual-optimisation Lightning module: autoencoder and discriminator steps with gradient accumulation."""
+
+    def __init__(self, autoencoder: AutoencoderKL, *, learning_rate: float = 4.5e-5, accumulate: int = 8,
+                 disc_start: int = 50001, kl_weight: float = 1e-6, disc_weight: float = 0.5,
+                 lpips: LPIPS | None = None, image_key: str = "jpg"):
+        super().__init__()
+        self.automatic_optimization = False
+        self.autoencoder = autoencoder
+        self.discriminator = PatchDiscriminator()
+        self.lpips = lpips
+        self.learning_rate, self.accumulate = learning_rate, accumulate
+        self.disc_start, self.kl_weight, self.disc_weight = disc_start, kl_weight, disc_weight
+        self.image_key = image_key
+
+    def configure_optimizers(self):
+        ae = self.autoencoder
+        params = [*ae.encoder.parameters(), *ae.decoder.parameters(), *ae.quant_conv.parameters(),
+                  *ae.post_quant_conv.parameters()]
+        return [torch.optim.Adam(params, lr=self.learning_rate, betas=(0.5, 0.9)),
+                torch.optim.Adam(self.discriminator.parameters(), lr=self.learning_rate, betas=(0.5, 0.9))]
+
+    def _adaptive_weight(self, nll: torch.Tensor, g_loss: torch.Tensor) -> torch.Tensor:
+        last = self.autoencoder.decoder.conv_out.weight
+        g1 = torch.autograd.grad(nll, last, retain_graph=True)[0]
+        g2 = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
+        return torch.clamp(g1.norm() / (g2.norm() + 1e-4), 0.0, 1e4).detach() * self.disc_weight
+
+    def training_step(self, batch, batch_idx):
+        opt_ae, opt_d = self.optimizers()
+        x = batch[self.image_key].float()
+        recon, posterior = self.autoencoder(x)
+        rec = (x - recon).abs()
+        if self.lpips is not None:
+            rec = rec + self.lpips(x, recon)
+        nll = rec.sum() / rec.shape[0]
+        kl = posterior.kl().mean()
+        step = self.global_step // 2  # two optimizers step per update
+        factor = 1.0 if step >= self.disc_start else 0.0
+        g_loss = -self.discriminator(recon).mean()
+        d_weight = self._adaptive_weight(nll, g_loss) if factor > 0 else torch.zeros((), device=x.device)
+        loss = nll + self.kl_weight * kl + d_weight * factor * g_loss
+        self.manual_backward(loss / self.accumulate)
+        logits_real, logits_fake = self.discriminator(x.detach()), self.discriminator(recon.detach())
+        d_loss = factor * 0.5 * (F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean())
+        if factor > 0:
+            self.manual_backward(d_loss / self.accumulate)
+        if (batch_idx + 1) % self.accumulate == 0:
+            opt_ae.step()
+            opt_d.step()
+            opt_ae.zero_grad()
+            opt_d.zero_grad()
+        self.log_dict({"train/rec_loss": rec.mean(), "train/kl": kl, "train/nll": nll, "train/disc_loss": d_loss},
+                      prog_bar=False, on_step=True)
+        self.log("loss", loss, prog_bar=True, logger=False)
