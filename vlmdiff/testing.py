@@ -156,33 +156,54 @@ def _save_batch_visuals(run: Path, batch: dict, res: dict) -> None:
                       reconstruction_rgb=None if recon is None else recon[i])
 
 
-def load_results(run: Path) -> dict[str, np.ndarray]:
+def _score_files(run: Path) -> list[Path]:
     files = sorted((run / "scores").glob("batch_*.npz"))
     if not files:
         raise FileNotFoundError(f"{run / 'scores'}: no scored batches")
-    parts = [dict(np.load(f)) for f in files]
+    return files
+
+
+def load_results(run: Path, cls: str | None = None, files: Sequence[Path] | None = None) -> dict[str, np.ndarray]:
+    """Stored results (of one class only, if given), concatenated in batch order."""
+    parts = []
+    for f in files if files is not None else _score_files(run):
+        with np.load(f) as z:
+            rows = slice(None) if cls is None else z["clsnames"] == cls
+            parts.append({k: z[k][rows] for k in z.files})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def class_index(run: Path) -> dict[str, list[Path]]:
+    """Which batch files hold images of each class (reads only the class names)."""
+    index: dict[str, list[Path]] = {}
+    for f in _score_files(run):
+        with np.load(f) as z:
+            for cls in sorted(set(z["clsnames"].tolist())):
+                index.setdefault(cls, []).append(f)
+    return index
+
+
 def evaluate_run(cfg: TestConfig, config_dump: dict | None = None) -> dict:
-    """Metrics per class from the stored batches, tables, curves and the HTML report."""
+    """Metrics per class from the stored batches, tables, curves and the HTML report.
+
+    One class is in memory at a time (Real-IAD: ~4k maps), never the whole test set.
+    """
     run = cfg.run_dir
-    res = load_results(run)
-    pixel = bool(res["has_mask"].all())
-    if not pixel:
-        log.warning("image-level labels only: pixel metrics are skipped")
-    results, plots, gallery = {}, [], []
-    method = "pooled" if cfg.metrics_mode == "paper" else "max"
-    if method == "pooled" and min(res["maps"].shape[1:]) < 57:
-        method = "max"
-        log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
-    for cls in sorted(set(res["clsnames"].tolist())):
-        idx = np.flatnonzero(res["clsnames"] == cls)
-        scores = image_scores(res["maps"][idx], method)
-        results[cls] = class_metrics(res["maps"][idx], res["gt"][idx] if pixel else None, cfg.metrics_mode,
-                                     labels=res["labels"][idx], scores=scores)
-        plots.append(write_class_plots(run / "report", cls, scores, res["labels"][idx])["curves"])
-        gallery += _gallery(run, cls, res["filenames"][idx], scores, res["labels"][idx], cfg.gallery_per_class)
+    results, plots, gallery, pixel = {}, [], [], True
+    for cls, files in sorted(class_index(run).items()):
+        res = load_results(run, cls, files)
+        if pixel and not res["has_mask"].all():
+            pixel = False
+            log.warning("image-level labels only: pixel metrics are skipped")
+        method = "pooled" if cfg.metrics_mode == "paper" else "max"
+        if method == "pooled" and min(res["maps"].shape[1:]) < 57:
+            method = "max"
+            log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
+        scores = image_scores(res["maps"], method)
+        results[cls] = class_metrics(res["maps"], res["gt"] if pixel else None, cfg.metrics_mode,
+                                     labels=res["labels"], scores=scores)
+        plots.append(write_class_plots(run / "report", cls, scores, res["labels"])["curves"])
+        gallery += _gallery(run, cls, res["filenames"], scores, res["labels"], cfg.gallery_per_class)
     results["mean"] = mean_over_classes(results)
     config = config_dump or asdict(cfg)
     write_tables(results, run, config)
