@@ -23,6 +23,7 @@ from utils.seed import seed_everything
 from vlmdiff.data import build_dataset, read_caption_files
 from vlmdiff.features import EXTRACTORS, build_extractor
 from vlmdiff.model import create_model
+from vlmdiff.predict import predict_folder, read_threshold
 from vlmdiff.report import markdown_table
 from vlmdiff.run_config import resolve_run_config, save_run_config
 from vlmdiff.testing import TestConfig, distributed_context, evaluate_run, prepare_run_dir, run_batches
@@ -49,6 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--end_ind", type=int)
     p.add_argument("--save_visuals", action="store_true", default=None)
     p.add_argument("--run_eval_only", action="store_true", help="only compute metrics of stored results")
+    p.add_argument("--predict", metavar="FOLDER", help="score the unlabeled images under FOLDER instead of testing")
+    p.add_argument("--threshold", type=float,
+                   help="--predict: decision threshold (default: the F1-optimal one of the test run, thresholds.json)")
+    p.add_argument("--threshold_class", help="--predict: use this class's threshold instead of the all-class one")
+    p.add_argument("--predict_out", help="--predict: output folder (default <run>/predict)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--overwrite", action="store_true", default=None, help="discard stored results of this run")
     p.add_argument("overrides", nargs="*", help="key=value overrides of TestConfig fields")
@@ -71,10 +77,36 @@ def caption_source(cfg: TestConfig):
     return read_caption_files(folder, "test")
 
 
+def load_model(cfg: TestConfig, device: torch.device):
+    model = create_model(cfg.model_config)
+    model.load_checkpoint(cfg.resume_path)
+    model.only_mid_control = True  # the routing of the reference's training and test scripts
+    return model.to(device).eval(), build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
+
+
+def predict(args, cfg: TestConfig, device: torch.device) -> int:
+    if args.threshold is not None:
+        threshold, method = args.threshold, "pooled" if cfg.metrics_mode == "paper" else "max"
+    else:
+        threshold, method = read_threshold(cfg.run_dir / "thresholds.json", args.threshold_class)
+    model, extractor = load_model(cfg, device)
+    out = Path(args.predict_out) if args.predict_out else cfg.run_dir / "predict"
+    rows = predict_folder(model, extractor, args.predict, out, threshold=threshold, image_size=cfg.image_size,
+                          method=method, batch_size=cfg.batch_size, sigma=cfg.sigma, seed=cfg.seed,
+                          reconstruct_kwargs=dict(ddim_steps=cfg.ddim_steps, guidance_scale=cfg.guidance_scale,
+                                                  start_timestep=cfg.start_timestep, start_mode=cfg.start_mode))
+    flagged = sum(r["anomalous"] for r in rows)
+    print(f"{flagged} of {len(rows)} images anomalous (threshold {threshold:.4f}); see {out / 'predictions.csv'}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = resolve(args)
+    if args.predict:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        return predict(args, cfg, device)
     rank, world = distributed_context()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -91,11 +123,7 @@ def main(argv=None) -> int:
         seed_everything(cfg.seed)
         dataset = build_dataset(cfg.data_set, cfg.data_path, "test", image_size=cfg.image_size, classes=cfg.classes,
                                 captions=caption_source(cfg), coco_part=cfg.coco_part)
-        model = create_model(cfg.model_config)
-        model.load_checkpoint(cfg.resume_path)
-        model.only_mid_control = True  # the routing of the reference's training and test scripts
-        model = model.to(device).eval()
-        extractor = build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
+        model, extractor = load_model(cfg, device)
         run_batches(model, extractor, dataset, cfg, rank=rank, world_size=world)
     if world > 1:
         torch.distributed.barrier()

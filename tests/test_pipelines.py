@@ -89,3 +89,20 @@ def test_test_cli_resume_and_no_mixing(setup, monkeypatch, capsys):
         test_cli.main(eval_args(tmp, data, "resumed", "ddim_steps=3"))
     report = (tmp / "runs" / "whole" / "report" / "index.html").read_text()
     assert 'id="results"' in report and "heatmap.png" in report
+
+
+def test_predict_scores_a_folder_with_the_stored_threshold(setup):
+    tmp, data = setup
+    run = tmp / "runs" / "whole"
+    if not (tmp / "runs" / "full" / "checkpoints" / "last.ckpt").is_file():
+        train_cli.main(train_args(tmp, data, "full", 1))
+    if not (run / "thresholds.json").is_file():
+        test_cli.main(eval_args(tmp, data, "whole", "--save_visuals"))
+    thresholds = json.loads((run / "thresholds.json").read_text())
+    assert set(thresholds["per_class"]) == {"disc", "weave"}
+    folder = data / "disc" / "test"
+    assert test_cli.main(eval_args(tmp, data, "whole", "--predict", str(folder))) == 0
+    rows = json.loads((run / "predict" / "predictions.json").read_text())["images"]
+    assert len(rows) == 5 and all(np.isfinite(r["score"]) for r in rows)
+    assert (run / "predict" / "heatmaps" / "good__000.png").is_file()
+    assert (run / "predict" / "predictions.csv").read_text().startswith("file,score,anomalous")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from utils.io import atomic_path, write_json
 from vlmdiff.data.images import denormalize
 from vlmdiff.metrics import class_metrics, mean_over_classes
+from vlmdiff.predict import write_thresholds
 from vlmdiff.report import write_class_plots, write_html_report, write_tables, write_visuals
 from vlmdiff.scoring import anomaly_map, image_scores
 
@@ -189,7 +190,7 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None) -> dict:
     One class is in memory at a time (Real-IAD: ~4k maps), never the whole test set.
     """
     run = cfg.run_dir
-    results, plots, gallery, pixel = {}, [], [], True
+    results, plots, gallery, pixel, scored = {}, [], [], True, {}
     for cls, files in sorted(class_index(run).items()):
         res = load_results(run, cls, files)
         if pixel and not res["has_mask"].all():
@@ -200,11 +201,13 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None) -> dict:
             method = "max"
             log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
         scores = image_scores(res["maps"], method)
+        scored[cls] = (scores, res["labels"])
         results[cls] = class_metrics(res["maps"], res["gt"] if pixel else None, cfg.metrics_mode,
                                      labels=res["labels"], scores=scores)
         plots.append(write_class_plots(run / "report", cls, scores, res["labels"])["curves"])
         gallery += _gallery(run, cls, res["filenames"], scores, res["labels"], cfg.gallery_per_class)
     results["mean"] = mean_over_classes(results)
+    write_thresholds(run / "thresholds.json", scored, method)
     config = config_dump or asdict(cfg)
     write_tables(results, run, config)
     write_html_report(run / "report" / "index.html", results, plots=plots, gallery=gallery, config=config)
