@@ -106,6 +106,13 @@ def build_model(cfg: TrainConfig, *, load_weights: bool = True) -> VLMDiff:
     return model
 
 
+def ddp_strategy(strategy: str) -> str:
+    """Plain ``ddp`` → DDP that tolerates unused parameters: with ``only_mid_control=True`` the SGN's shallow
+    zero convs and SFF layers receive no gradient at all (reference.md §2.6), which DDP otherwise refuses."""
+    return {"ddp": "ddp_find_unused_parameters_true", "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}.get(
+        strategy, strategy)
+
+
 def build_trainer(cfg: TrainConfig, callbacks=()) -> L.Trainer:
     epochs, every = cfg.schedule()
     run = cfg.run_dir
@@ -113,7 +120,7 @@ def build_trainer(cfg: TrainConfig, callbacks=()) -> L.Trainer:
                                   save_top_k=-1, save_last=True, save_on_train_epoch_end=True)
     loggers = [TensorBoardLogger(run, name="tensorboard", version=""), CSVLogger(run, name="csv", version="")]
     return L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                     strategy=cfg.strategy, precision=cfg.precision, max_epochs=epochs, max_steps=cfg.max_steps,
+                     strategy=ddp_strategy(cfg.strategy), precision=cfg.precision, max_epochs=epochs, max_steps=cfg.max_steps,
                      accumulate_grad_batches=cfg.accumulate_grad_batches, limit_val_batches=0,
                      num_sanity_val_steps=0, callbacks=[checkpoints, *callbacks], logger=loggers,
                      log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,

@@ -98,6 +98,19 @@ class CifarDataset(Dataset):
                 "clsname": self.name, "filename": self.filenames[index], "has_mask": False}
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts of lists and NumPy arrays) and refuses every other class: a batch
+    file from elsewhere cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR python batches → ``(N, 32, 32, 3)`` uint8 images and ``(N,)`` class ids."""
     if num_classes == 10:
@@ -113,7 +126,7 @@ def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, n
             raise FileNotFoundError(f"{f}: CIFAR batch file not found")
         try:
             with open(f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+                batch = _ArrayUnpickler(fh, encoding="bytes").load()
             data.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labels.append(np.asarray(batch[key]))
         except (pickle.UnpicklingError, KeyError, EOFError, ValueError) as err:

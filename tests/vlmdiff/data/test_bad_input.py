@@ -77,3 +77,18 @@ def test_defect_images_in_training_split_are_refused(mvtec):
     shutil.copytree(mvtec / "bottle" / "test" / "broken", mvtec / "bottle" / "train" / "broken")
     with pytest.raises(ValueError, match="train/broken"):
         build_dataset("mvtec", mvtec, "train")
+
+
+def test_cifar_batches_cannot_run_code(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Exploit(), b"labels": [0]}))
+    with pytest.raises(ValueError, match="test_batch.*refusing"):
+        build_dataset("cifar10", tmp_path, "test")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("this must never run",))
