@@ -23,7 +23,9 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> np.ndarra
     if not 0 < num_steps <= num_train_timesteps:
         raise ValueError(f"ddim_steps must be in 1..{num_train_timesteps}, got {num_steps}")
     c = num_train_timesteps // num_steps
-    return np.asarray(list(range(0, num_train_timesteps, c))) + 1
+    # [:num_steps]: for step counts that do not divide T the reference's grid gets one step too many and
+    # indexes past the schedule; for divisors (10, the paper's) this is the reference's grid exactly.
+    return np.asarray(list(range(0, num_train_timesteps, c))[:num_steps]) + 1
 
 
 @dataclass

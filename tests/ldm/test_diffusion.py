@@ -60,3 +60,8 @@ def test_every_ddim_step_of_the_reference(golden, buffers):
         x_prev, pred_x0 = ddim_step(g["test.step_x"][k], g["test.step_eps_cfg"][k], s, index)
         assert_close(pred_x0, g["test.step_pred_x0"][k], rel=1e-6, name=f"pred_x0 {k}")
         assert_close(x_prev, g["test.step_x_prev"][k], rel=1e-6, name=f"x_prev {k}")
+
+
+def test_step_counts_that_do_not_divide_the_schedule():
+    assert ddim_timesteps(3).tolist() == [1, 334, 667]
+    assert ddim_timesteps(10).tolist() == list(range(1, 1000, 100))
