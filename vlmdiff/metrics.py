@@ -42,7 +42,7 @@ def binary_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
         distinct score.
     """
     scores, labels = np.ravel(scores), np.ravel(labels).astype(bool)
-    order = np.argsort(scores, kind="stable")[::-1]
+    order = np.argsort(scores)[::-1]  # ties are grouped below: no stable sort needed
     s, y = scores[order], labels[order]
     last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]  # last index of each tie group
     tps = np.cumsum(y, dtype=np.int64)[last]
@@ -147,7 +147,7 @@ def aupro_exact(amaps: np.ndarray, gt: np.ndarray, max_fpr: float = PRO_FPR_LIMI
     groups = ids.ravel()
     n_neg = int((groups == 0).sum())
     weight = np.where(groups > 0, 1.0 / (sizes.size * np.r_[1, sizes][groups]), 0.0)
-    order = np.argsort(amaps.ravel(), kind="stable")[::-1]
+    order = np.argsort(amaps.ravel())[::-1]
     s = amaps.ravel()[order]
     last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
     pro = np.r_[0.0, np.cumsum(weight[order])[last]]
