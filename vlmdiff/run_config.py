@@ -9,7 +9,7 @@ saved beside the run's outputs.
 from __future__ import annotations
 
 import os
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,27 @@ from omegaconf.errors import OmegaConfBaseException
 from utils.io import write_text
 
 T = TypeVar("T")
+
+
+@dataclass
+class DataRunConfig:
+    """Settings shared by the runs that read a dataset with a model (training and testing)."""
+
+    resume_path: str = ""
+    model_config: str = "configs/vlmdiff.yaml"
+    data_set: str = "mvtec"
+    data_path: str = ""
+    coco_part: int = 0
+    classes: list[str] | None = None
+    image_size: int = 256
+    use_captions: bool = False
+    caption_folder: str = ""
+    exp_name: str = "run"
+    output_dir: str = "runs"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.exp_name
 
 
 def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None = None,

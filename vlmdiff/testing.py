@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from utils.io import atomic_path, write_json
 from vlmdiff.data.images import denormalize
+from vlmdiff.run_config import DataRunConfig
 from vlmdiff.metrics import class_metrics, mean_over_classes
 from vlmdiff.predict import write_thresholds
 from vlmdiff.report import write_class_plots, write_html_report, write_tables, write_visuals
@@ -36,20 +37,11 @@ RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_par
 
 
 @dataclass
-class TestConfig:
+class TestConfig(DataRunConfig):
     """Settings of a test run (defaults: the reference protocol at 256×256 with DINO ViT-S/8)."""
 
     resume_path: str = "models/vlmdiff_trained.ckpt"
-    model_config: str = "configs/vlmdiff.yaml"
-    data_set: str = "mvtec"
-    data_path: str = ""
-    coco_part: int = 0
-    classes: list[str] | None = None
-    image_size: int = 256
-    use_captions: bool = False
-    caption_folder: str = ""
     exp_name: str = "testing_mvtec"
-    output_dir: str = "runs"
     scorer: str = "v1s8"
     scorer_weights: str | None = None
     ddim_steps: int = 10
@@ -67,11 +59,6 @@ class TestConfig:
     gallery_per_class: int = 3
     device: str = "auto"
     overwrite: bool = False
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.exp_name
 
 
 def fingerprint(cfg: TestConfig) -> dict:

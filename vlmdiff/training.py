@@ -11,7 +11,7 @@ batch), so a resumed run continues exactly as an uninterrupted one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Sampler
 
+from vlmdiff.run_config import DataRunConfig
 from vlmdiff.model import VLMDiff, create_model
 
 log = logging.getLogger(__name__)
@@ -30,21 +31,12 @@ SCHEDULES = {"mvtec": (300, 25), "visa": (300, 25), "realiad": (100, 20), "coco"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DataRunConfig):
     """Settings of a training run (defaults: the reference recipe)."""
 
     resume_path: str = "models/vlmdiff_sd15_model.safetensors"
-    model_config: str = "configs/vlmdiff.yaml"
-    data_set: str = "mvtec"
-    data_path: str = ""
-    coco_part: int = 0
-    classes: list[str] | None = None
-    image_size: int = 256
-    use_captions: bool = False
-    caption_folder: str = ""
     caption_model: str = "_internvl"
     exp_name: str = "mvtec_training_vlmdiff"
-    output_dir: str = "runs"
     batch_size: int = 12
     accumulate_grad_batches: int = 4
     learning_rate: float = 1e-5
@@ -61,11 +53,6 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     log_every_n_steps: int = 10
     progress_bar: bool = True
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.exp_name
 
     def schedule(self) -> tuple[int, int]:
         epochs, every = SCHEDULES.get(self.data_set, (100, 20))
