@@ -101,6 +101,15 @@ def _run_mid(mid: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return mid.block_2(mid.attn_1(mid.block_1(h)))
 
 
+def _run_level(level: nn.Module, h: torch.Tensor, resample: str) -> torch.Tensor:
+    """A level's ResnetBlocks (each followed by its attention, if any), then its down/upsampling."""
+    for i, block in enumerate(level.block):
+        h = block(h)
+        if len(level.attn):
+            h = level.attn[i](h)
+    return getattr(level, resample)(h) if hasattr(level, resample) else h
+
+
 class Encoder(nn.Module):
     """Image ``(B, in_channels, H, W)`` → moments ``(B, 2·z_channels, H/f, W/f)``, f = 2^(levels−1)."""
 
@@ -132,12 +141,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for i, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[i](h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            h = _run_level(level, h, "downsample")
         h = _run_mid(self.mid, h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -174,10 +178,5 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = _run_mid(self.mid, self.conv_in(z))
         for level in reversed(self.up):
-            for i, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[i](h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = _run_level(level, h, "upsample")
         return self.conv_out(F.silu(self.norm_out(h)))
