@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     if world > 1:
         torch.distributed.barrier()
     if rank == 0:
-        results = evaluate_run(cfg, asdict(cfg))
+        results = evaluate_run(cfg, asdict(cfg), device=device if device.type == "cuda" else None)
         print(markdown_table(results))
         print(f"report: {cfg.run_dir / 'report' / 'index.html'}")
     if world > 1:

@@ -60,12 +60,36 @@ def anomaly_map(features_in: Sequence[torch.Tensor], features_out: Sequence[torc
     return out
 
 
-def image_scores(amaps: np.ndarray | torch.Tensor, method: str = "pooled", *, chunk: int = 256) -> np.ndarray:
+def pooling_matrix(n: int, *, passes: int = 8, kernel: int = 8) -> np.ndarray:
+    """``(n − passes·(kernel − 1), n)`` float64 matrix of ``passes`` successive valid box averages along one axis.
+
+    Eight 8-wide averages compose into one 57-tap kernel whose weights are integers / 8⁸, exact in float64.
+    """
+    taps = np.ones(1)
+    for _ in range(passes):
+        taps = np.convolve(taps, np.ones(kernel))
+    taps /= float(kernel) ** passes
+    out = n - taps.size + 1
+    if out < 1:
+        raise ValueError(f"the pooled image score needs maps of at least {taps.size}x{taps.size} "
+                         f"({passes} {kernel}x{kernel} valid pools), got side {n}; use the 'max' image score")
+    matrix = np.zeros((out, n))
+    for i in range(out):
+        matrix[i, i:i + taps.size] = taps
+    return matrix
+
+
+def image_scores(amaps: np.ndarray | torch.Tensor, method: str = "pooled", *, chunk: int = 256,
+                 device=None) -> np.ndarray:
     """Image-level anomaly scores of ``(N, H, W)`` maps.
 
     ``"pooled"`` is the reference's score: eight successive ``avg_pool2d(kernel 8, stride 1, no padding)``
-    (a 57×57 valid smoothing that attenuates defects near the border), then the maximum. ``"max"`` is
-    the plain maximum of the map.
+    (a 57×57 valid smoothing that attenuates defects near the border), then the maximum. The pools are
+    separable and linear, so they are applied as two float64 matrix products (equal to the pooling loop
+    within float rounding, about 10× faster). ``"max"`` is the plain maximum of the map.
+
+    Args:
+        device: torch device to compute on (default: the tensor's, or the CPU).
 
     Returns:
         ``(N,)`` float64.
@@ -73,15 +97,16 @@ def image_scores(amaps: np.ndarray | torch.Tensor, method: str = "pooled", *, ch
     if method not in IMAGE_SCORES:
         raise ValueError(f"image score must be one of {IMAGE_SCORES}, got {method!r}")
     amaps = torch.as_tensor(np.asarray(amaps) if not isinstance(amaps, torch.Tensor) else amaps)
+    if device is not None:
+        amaps = amaps.to(device)
     if method == "max":
-        return amaps.flatten(1).max(dim=1).values.double().numpy()
-    if min(amaps.shape[-2:]) < 57:
-        raise ValueError(f"the pooled image score needs maps of at least 57x57 (eight 8x8 valid pools), got "
-                         f"{tuple(amaps.shape[-2:])}; use the 'max' image score")
+        return amaps.flatten(1).max(dim=1).values.double().cpu().numpy()
+    h, w = amaps.shape[-2:]
+    rows = torch.from_numpy(pooling_matrix(h)).to(amaps.device)  # (h − 56, h)
+    cols = torch.from_numpy(pooling_matrix(w)).T.to(amaps.device)  # (w, w − 56)
     scores = []
     for start in range(0, amaps.shape[0], chunk):
-        x = amaps[start:start + chunk, None].double()
-        for _ in range(8):
-            x = F.avg_pool2d(x, 8, stride=1)
-        scores.append(x.flatten(1).max(dim=1).values)
-    return torch.cat(scores).numpy()
+        x = amaps[start:start + chunk].double()
+        pooled = rows @ (x @ cols)  # (n, h − 56, w − 56)
+        scores.append(pooled.flatten(1).max(dim=1).values)
+    return torch.cat(scores).cpu().numpy() if scores else np.zeros(0)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from utils.io import atomic_path, write_json
 from vlmdiff.data.images import denormalize
 from vlmdiff.run_config import DataRunConfig
-from vlmdiff.metrics import class_metrics, mean_over_classes
+from vlmdiff.metrics import MetricAccumulator
 from vlmdiff.predict import write_thresholds
 from vlmdiff.report import write_class_plots, write_html_report, write_tables, write_visuals
 from vlmdiff.scoring import anomaly_map, image_scores
@@ -161,39 +161,45 @@ def load_results(run: Path, cls: str | None = None, files: Sequence[Path] | None
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def class_index(run: Path) -> dict[str, list[Path]]:
-    """Which batch files hold images of each class (reads only the class names)."""
-    index: dict[str, list[Path]] = {}
-    for f in _score_files(run):
-        with np.load(f) as z:
-            for cls in sorted(set(z["clsnames"].tolist())):
-                index.setdefault(cls, []).append(f)
-    return index
-
-
-def evaluate_run(cfg: TestConfig, config_dump: dict | None = None) -> dict:
+def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=None) -> dict:
     """Metrics per class from the stored batches, tables, curves and the HTML report.
 
-    One class is in memory at a time (Real-IAD: ~4k maps), never the whole test set.
+    Streams the batch files twice (:class:`vlmdiff.metrics.MetricAccumulator`): memory holds the image
+    scores, the anomalous pixels and one sorting buffer, never a class's or the test set's maps.
+    ``device``: a torch device (a GPU) for the image scores and the sorting pass; None: the CPU.
     """
     run = cfg.run_dir
-    results, plots, gallery, pixel, scored = {}, [], [], True, {}
-    for cls, files in sorted(class_index(run).items()):
-        res = load_results(run, cls, files)
-        if pixel and not res["has_mask"].all():
-            pixel = False
-            log.warning("image-level labels only: pixel metrics are skipped")
-        method = "pooled" if cfg.metrics_mode == "paper" else "max"
-        if method == "pooled" and min(res["maps"].shape[1:]) < 57:
-            method = "max"
-            log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
-        scores = image_scores(res["maps"], method)
-        scored[cls] = (scores, res["labels"])
-        results[cls] = class_metrics(res["maps"], res["gt"] if pixel else None, cfg.metrics_mode,
-                                     labels=res["labels"], scores=scores)
-        plots.append(write_class_plots(run / "report", cls, scores, res["labels"])["curves"])
-        gallery += _gallery(run, cls, res["filenames"], scores, res["labels"], cfg.gallery_per_class)
-    results["mean"] = mean_over_classes(results)
+    files = _score_files(run)
+    pixel = True
+    for f in files:
+        with np.load(f) as z:
+            pixel = pixel and bool(z["has_mask"].all())
+    if not pixel:
+        log.warning("image-level labels only: pixel metrics are skipped")
+    method = "pooled" if cfg.metrics_mode == "paper" else "max"
+    acc = MetricAccumulator(cfg.metrics_mode, pixel=pixel, device=device)
+    filenames: dict[str, list[str]] = {}
+    for f in tqdm(files, desc="metrics, pass 1/2", unit="batch", leave=False):
+        with np.load(f) as z:
+            maps, clsnames = z["maps"], z["clsnames"]
+            if method == "pooled" and min(maps.shape[1:]) < 57:
+                method = "max"
+                log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
+            scores = image_scores(maps, method, device=device)
+            acc.update(maps, z["gt"] if pixel else None, clsnames, z["labels"], scores)
+            for cls, name in zip(clsnames.tolist(), z["filenames"].tolist()):
+                filenames.setdefault(cls, []).append(name)
+    if acc.needs_second_pass:
+        for f in tqdm(files, desc="metrics, pass 2/2", unit="batch", leave=False):
+            with np.load(f) as z:
+                acc.update_pixels(z["maps"], z["clsnames"])
+    results = acc.compute()
+    plots, gallery, scored = [], [], {}
+    for cls in sorted(acc.classes):
+        scores, labels = acc.classes[cls].image_results()
+        scored[cls] = (scores, labels)
+        plots.append(write_class_plots(run / "report", cls, scores, labels)["curves"])
+        gallery += _gallery(run, cls, filenames[cls], scores, labels, cfg.gallery_per_class)
     write_thresholds(run / "thresholds.json", scored, method)
     config = config_dump or asdict(cfg)
     write_tables(results, run, config)
