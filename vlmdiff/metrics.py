@@ -200,7 +200,11 @@ class ClassAccumulator:
             labels = anomalous
         if scores is None:
             scores = image_scores(amaps, "pooled" if self.mode == "paper" else "max", device=self.device)
-        self.scores.append(np.asarray(scores, dtype=np.float64))
+        scores = np.asarray(scores, dtype=np.float64)
+        if not np.isfinite(scores).all():
+            raise ValueError(f"class {self.name!r}: {np.count_nonzero(~np.isfinite(scores))} image score(s) are "
+                             f"NaN or infinite: the anomaly maps hold non-finite values")
+        self.scores.append(scores)
         self.labels.append(np.asarray(labels).astype(bool))
         if not self.pixel or gt is None:
             self.pixel = False

@@ -232,3 +232,10 @@ def test_interleaved_classes_share_one_buffer_budget():
         assert sum(c._buffered for c in acc.classes.values()) <= 64 * 64 * 5
     streamed, whole = acc.compute(), evaluate(amaps, gt, names, mode="exact")
     assert all(streamed[c][k] == pytest.approx(whole[c][k], abs=1e-12) for c in "abc" for k in METRICS)
+
+
+def test_non_finite_maps_are_refused():
+    amaps, gt = random_case(6)
+    amaps[2, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="class 'c'.*NaN or infinite"):
+        evaluate(amaps, gt, ["c"] * len(amaps), mode="exact")
