@@ -5,8 +5,8 @@ Defaults follow the reference protocol (DDIM 10 steps, guidance 9, t = 999, DINO
 weights are given with --scorer_weights), seeded. Resumes an interrupted run of the same --exp_name.
 Several processes (torchrun --nproc_per_node N test.py ...) split the batches; process 0 reports.
 
-    python test.py --config configs/test_mvtec.yaml --resume_path runs/mvtec/last.ckpt \\
-        --data_path data/mvtec --scorer v1s8 --scorer_weights models/dino_deitsmall8_pretrain.pth
+    python test.py --config configs/runs/test_mvtec.yaml --resume_path runs/mvtec_vlmdiff/checkpoints/last.ckpt \\
+        --data_path data/mvtec --scorer_weights models/dino_deitsmall8_pretrain.pth
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from utils.seed import seed_everything
-from vlmdiff.data import build_dataset, read_caption_files
+from vlmdiff.data import build_dataset, read_caption_files, read_coco_captions
 from vlmdiff.features import EXTRACTORS, build_extractor
 from vlmdiff.model import create_model
 from vlmdiff.predict import predict_folder, read_threshold
@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--exp_name", help="run name: results go to <output_dir>/<exp_name>")
     p.add_argument("--output_dir")
     p.add_argument("--use_captions", action="store_true", default=None, help="text guidance at test time (COCO-AD)")
-    p.add_argument("--caption_folder", help="caption folder (a sibling of the dataset root, or a path)")
+    p.add_argument("--caption_folder", help="caption folder (a sibling of the dataset root, or a path); COCO-AD: "
+                   "the caption-file suffix, e.g. _internvl")
     p.add_argument("--scorer", choices=EXTRACTORS, help="feature extractor for the anomaly maps")
     p.add_argument("--scorer_weights", help="local weights of the scorer (DINO .pth, ...)")
     p.add_argument("--use_dino", action="store_true", help="reference flag: score with --dino_version")
@@ -69,8 +70,12 @@ def resolve(args) -> TestConfig:
 
 
 def caption_source(cfg: TestConfig):
+    """Test captions; for COCO-AD ``--caption_folder`` is the caption-file suffix, as in the reference
+    (``<root>/annotations/captions_val2017<suffix>.json``; ``""``: the official human captions)."""
     if not cfg.use_captions:
         return None
+    if cfg.data_set == "coco":
+        return read_coco_captions(Path(cfg.data_path) / "annotations" / f"captions_val2017{cfg.caption_folder}.json")
     folder = Path(cfg.caption_folder)
     if not folder.is_absolute() and not folder.exists():
         folder = Path(cfg.data_path).parent / cfg.caption_folder  # the reference: a sibling of the root
