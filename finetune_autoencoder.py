@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from utils.io import atomic_path
 from utils.seed import seed_everything
-from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner
+from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
 from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix
 from vlmdiff.config import instantiate, load_config
 from vlmdiff.data import build_dataset
@@ -37,13 +37,14 @@ class AEConfig:
     data_path: str = ""
     coco_part: int = 0
     image_size: int = 256
+    crop_size: int | None = None  # train on random crops of this side (default: whole images)
     exp_name: str = "autoencoder"
     output_dir: str = "runs"
     batch_size: int = 1
     accumulate: int = 8
     learning_rate: float | None = None  # default: batch_size × 4.5e-5, as the reference
     max_epochs: int = 10
-    max_steps: int = -1
+    max_steps: int = -1  # autoencoder optimiser updates (-1: no limit)
     disc_start: int = 50001
     lpips_vgg: str | None = None
     lpips_lin: str | None = None
@@ -58,10 +59,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="run config YAML (AEConfig fields)")
     for name, kind in [("resume_path", str), ("model_config", str), ("data_set", str), ("data_path", str),
-                       ("coco_part", int), ("image_size", int), ("exp_name", str), ("output_dir", str),
-                       ("batch_size", int), ("accumulate", int), ("learning_rate", float), ("max_epochs", int),
-                       ("max_steps", int), ("disc_start", int), ("lpips_vgg", str), ("lpips_lin", str),
-                       ("num_workers", int), ("accelerator", str), ("devices", int), ("seed", int)]:
+                       ("coco_part", int), ("image_size", int), ("crop_size", int), ("exp_name", str),
+                       ("output_dir", str), ("batch_size", int), ("accumulate", int), ("learning_rate", float),
+                       ("max_epochs", int), ("max_steps", int), ("disc_start", int), ("lpips_vgg", str),
+                       ("lpips_lin", str), ("num_workers", int), ("accelerator", str), ("devices", int), ("seed", int)]:
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     return p.parse_args(argv)
@@ -89,17 +90,31 @@ def main(argv=None) -> int:
     run = Path(cfg.output_dir) / cfg.exp_name
     save_run_config(cfg, run / "ae_config.yaml")
     lpips = None
-    if cfg.lpips_vgg and cfg.lpips_lin:
-        lpips = LPIPS(cfg.lpips_vgg, cfg.lpips_lin)
-    else:
+    if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
+        print("error: --lpips_vgg and --lpips_lin go together (VGG16 weights and the LPIPS linear heads)",
+              file=sys.stderr)
+        return 2
+    try:
+        if cfg.lpips_vgg:
+            lpips = LPIPS(cfg.lpips_vgg, cfg.lpips_lin)
+        autoencoder = load_autoencoder(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if lpips is None:
         log.warning("LPIPS weights not given (--lpips_vgg, --lpips_lin): training without the perceptual term")
     dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part)
+    if cfg.crop_size:
+        # one seeded generator in the main process; DataLoader workers draw from their own seeded global RNG
+        own = torch.Generator().manual_seed(cfg.seed) if cfg.num_workers == 0 else None
+        dataset = RandomCrops(dataset, cfg.crop_size, generator=own)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    module = AutoencoderFinetuner(load_autoencoder(cfg), learning_rate=cfg.learning_rate or cfg.batch_size * 4.5e-5,
+    module = AutoencoderFinetuner(autoencoder, learning_rate=cfg.learning_rate or cfg.batch_size * 4.5e-5,
                                   accumulate=cfg.accumulate, disc_start=cfg.disc_start, lpips=lpips)
+    max_steps = 2 * cfg.max_steps if cfg.max_steps > 0 else -1  # Lightning counts both optimisers' steps
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.max_epochs,
-                        max_steps=cfg.max_steps, default_root_dir=run, enable_progress_bar=cfg.progress_bar,
+                        max_steps=max_steps, default_root_dir=run, enable_progress_bar=cfg.progress_bar,
                         enable_model_summary=False, log_every_n_steps=10, limit_val_batches=0)
     trainer.fit(module, loader)
     out = run / "autoencoder.ckpt"

@@ -13,7 +13,7 @@ from vlmdiff.metrics import evaluate
 def test_demo_runs_end_to_end(tmp_path, capsys):
     work = tmp_path / "demo"
     assert demo_main(["--work_dir", str(work), "--classes", "disc", "weave", "--n_train", "8", "--n_test_good", "3",
-                      "--n_test_defect", "5", "--ae_epochs", "2", "--epochs", "4", "--ddim_steps", "3"]) == 0
+                      "--n_test_defect", "5", "--ae_steps", "10", "--epochs", "4", "--ddim_steps", "3"]) == 0
     out = capsys.readouterr().out
     assert "| **mean** |" in out and "wall time:" in out
     run = work / "test"

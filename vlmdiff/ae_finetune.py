@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from ldm.models.autoencoder import AutoencoderKL
 from vlmdiff.checkpoint import load_state_dict, load_strict
@@ -42,7 +44,7 @@ class VGG16Features(nn.Module):
             else:
                 layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
                 c = v
-        self.features = nn.Sequential(*layers[:30])
+        self.features = nn.Sequential(*layers[:LPIPS_TAPS[-1] + 1])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
@@ -60,22 +62,27 @@ class LinearHead(nn.Module):
 
 
 class LPIPS(nn.Module):
-    """Learned perceptual distance: unit-normalised VGG16 features, squared differences, learned 1×1 weights."""
+    """Learned perceptual distance: unit-normalised VGG16 features, squared differences, learned 1×1 weights.
+
+    Frozen and always in eval mode (``train()`` is a no-op), so the heads' dropout never fires when the
+    Lightning module around it is switched to training.
+    """
 
     def __init__(self, vgg_path: str | os.PathLike, lin_path: str | os.PathLike):
         super().__init__()
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
         self.net = VGG16Features()
-        vgg = {k: v for k, v in load_state_dict(vgg_path).items() if k.startswith("features.") and int(k.split(".")[1]) < 30}
-        load_strict(self.net, vgg, source=str(vgg_path))
-        for k in range(5):
-            self.add_module(f"lin{k}", LinearHead(LPIPS_CHANNELS[k]))
+        vgg = {k: v for k, v in load_state_dict(vgg_path).items() if _vgg_feature_key(k)}
+        load_strict(self.net, vgg, source=f"{vgg_path} (torchvision VGG16 weights, keys features.<i>.weight/bias)")
+        self.lins = nn.ModuleDict({f"lin{k}": LinearHead(c) for k, c in enumerate(LPIPS_CHANNELS)})
         lins = {k: v for k, v in load_state_dict(lin_path).items() if k.startswith("lin")}
-        load_strict(self, {**{f"net.{k}": v for k, v in self.net.state_dict().items()},
-                           "shift": self.shift, "scale": self.scale, **lins}, source=str(lin_path))
+        load_strict(self.lins, lins, source=f"{lin_path} (LPIPS v0.1 VGG linear heads, keys lin<k>.model.1.weight)")
         self.requires_grad_(False)
-        self.eval()
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        return super().train(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         fx, fy = self.net((x - self.shift) / self.scale), self.net((y - self.shift) / self.scale)
@@ -83,8 +90,41 @@ class LPIPS(nn.Module):
         for k, (a, b) in enumerate(zip(fx, fy)):
             a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
             b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
-            total = total + getattr(self, f"lin{k}").model((a - b) ** 2).mean(dim=(2, 3), keepdim=True)
+            total = total + self.lins[f"lin{k}"].model((a - b) ** 2).mean(dim=(2, 3), keepdim=True)
         return total  # (B, 1, 1, 1)
+
+
+def _vgg_feature_key(key: str) -> bool:
+    """Keys of torchvision's ``vgg16().features`` up to relu5_3 (the classifier and the last pool are unused)."""
+    m = re.fullmatch(r"features\.(\d+)\.(weight|bias)", key)
+    return m is not None and int(m.group(1)) <= LPIPS_TAPS[-1]
+
+
+class RandomCrops(Dataset):
+    """Random ``size``×``size`` crops (and horizontal flips) of a dataset's ``jpg`` images.
+
+    The autoencoder is fully convolutional, so it can learn from crops: more optimiser steps for the same
+    compute, which is what a short run from random weights needs most. Draws come from ``generator``, or
+    from torch's global generator when None (seeded per DataLoader worker, so workers draw differently).
+    """
+
+    def __init__(self, dataset: Dataset, size: int, *, generator: torch.Generator | None = None):
+        self.dataset, self.size, self.generator = dataset, size, generator
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.dataset[index]["jpg"]
+        h, w = image.shape[-2:]
+        if self.size > min(h, w):
+            raise ValueError(f"crop size {self.size} exceeds the image size {h}x{w}")
+        y = int(torch.randint(0, h - self.size + 1, (1,), generator=self.generator))
+        x = int(torch.randint(0, w - self.size + 1, (1,), generator=self.generator))
+        crop = image[:, y:y + self.size, x:x + self.size]
+        if torch.rand((), generator=self.generator) < 0.5:
+            crop = crop.flip(-1)
+        return {"jpg": crop}
 
 
 class PatchDiscriminator(nn.Module):
@@ -150,14 +190,14 @@ class AutoencoderFinetuner(L.LightningModule):
         nll = rec.sum() / rec.shape[0]
         kl = posterior.kl().mean()
         step = self.global_step // 2  # two optimizers step per update
-        factor = 1.0 if step >= self.disc_start else 0.0
-        g_loss = -self.discriminator(recon).mean()
-        d_weight = self._adaptive_weight(nll, g_loss) if factor > 0 else torch.zeros((), device=x.device)
-        loss = nll + self.kl_weight * kl + d_weight * factor * g_loss
+        loss, d_loss = nll + self.kl_weight * kl, torch.zeros((), device=x.device)
+        if step >= self.disc_start:  # before, the GAN terms are multiplied by 0: skip computing them
+            g_loss = -self.discriminator(recon).mean()
+            loss = loss + self._adaptive_weight(nll, g_loss) * g_loss
         self.manual_backward(loss / self.accumulate)
-        logits_real, logits_fake = self.discriminator(x.detach()), self.discriminator(recon.detach())
-        d_loss = factor * 0.5 * (F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean())
-        if factor > 0:
+        if step >= self.disc_start:
+            logits_real, logits_fake = self.discriminator(x.detach()), self.discriminator(recon.detach())
+            d_loss = 0.5 * (F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean())
             self.manual_backward(d_loss / self.accumulate)
         if (batch_idx + 1) % self.accumulate == 0:
             opt_ae.step()

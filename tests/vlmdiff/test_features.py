@@ -10,7 +10,8 @@ from vlmdiff.features import EXTRACTORS, build_extractor, build_network
 
 SHAPES_AT_64 = {"v1s8": [(384, 8, 8)], "v1s16": [(384, 4, 4)], "v1b8": [(768, 8, 8)], "v1b16": [(768, 4, 4)],
                 "v2s14": [(384, 16, 16)], "v1r50": [(512, 8, 8), (1024, 4, 4), (2048, 2, 2)],
-                "resnet50": [(256, 16, 16), (512, 8, 8), (1024, 4, 4)], "effnet_lite0": [(40, 8, 8), (112, 4, 4)]}
+                "resnet50": [(256, 16, 16), (512, 8, 8), (1024, 4, 4)], "effnet_lite0": [(40, 8, 8), (112, 4, 4)],
+                "effnet_lite0_s16": [(112, 4, 4)]}
 
 
 @pytest.mark.parametrize("name", EXTRACTORS)
@@ -55,6 +56,11 @@ def test_v2_resize_quirk_reinterprets_memory():
     quirk = build_extractor("v2s14", random_init=True, v2_resize_quirk=True)
     fixed = build_extractor("v2s14", random_init=True)
     assert quirk(x)[0].shape == fixed(x)[0].shape == (1, 384, 16, 16)
+
+
+def test_effnet_stride16_scorer_is_the_deeper_level_of_the_two_level_one():
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(build_extractor("effnet_lite0_s16")(x)[0], build_extractor("effnet_lite0")(x)[1])
 
 
 def test_shipped_effnet_weights_recognise_a_cat():

