@@ -19,19 +19,18 @@ the image as SGN hint, feature-difference maps, Gaussian σ = 5, pooled image sc
 * Scorer: EfficientNet-Lite0 at stride 16 only (``effnet_lite0_s16``): the toy reconstructions are blurred,
   and the shallower stride-8 level mostly measures that blur.
 
-Idle OpenMP workers sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set): on a CPU shared with
-other jobs, spinning workers slow the toy model's many small operations by an order of magnitude.
+On a CPU shared with other busy jobs, run it as ``OMP_WAIT_POLICY=PASSIVE python scripts/demo.py``:
+spinning OpenMP workers can then slow the toy model's many small operations by an order of magnitude (on
+an idle machine the default policy is about 25 % faster).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before any import of torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
