@@ -466,13 +466,6 @@ def evaluate(amaps: np.ndarray, masks: np.ndarray | None, clsnames: Sequence[str
     Returns:
         ``{class: {metric: value}, "mean": {...}}`` with keys :data:`METRICS`, fractions in [0, 1].
     """
-    amaps = np.asarray(amaps)
-    if amaps.ndim != 3 or len(clsnames) != len(amaps):
-        raise ValueError(f"amaps must be (N, H, W) with N class names; got {amaps.shape} and {len(clsnames)} names")
-    if masks is not None and np.shape(masks) != amaps.shape:
-        raise ValueError(f"masks {np.shape(masks)} do not match amaps {amaps.shape}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return evaluate_stream(lambda: [(amaps, masks, clsnames, labels)], mode, pixel=masks is not None,
                            device=device).compute()
 

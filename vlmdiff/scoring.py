@@ -86,7 +86,7 @@ def image_scores(amaps: np.ndarray | torch.Tensor, method: str = "pooled", *, ch
     ``"pooled"`` is the reference's score: eight successive ``avg_pool2d(kernel 8, stride 1, no padding)``
     (a 57×57 valid smoothing that attenuates defects near the border), then the maximum. The pools are
     separable and linear, so they are applied as two float64 matrix products (equal to the pooling loop
-    within float rounding, about 10× faster). ``"max"`` is the plain maximum of the map.
+    within float rounding, about 8× faster on a CPU). ``"max"`` is the plain maximum of the map.
 
     Args:
         device: torch device to compute on (default: the tensor's, or the CPU).
