@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Finetune the KL-f8 autoencoder on a dataset's normal training images (L1 + LPIPS + KL, discriminator
-after --disc_start), and write the checkpoint build_model.py consumes (--ae).
+after --disc_start), and write the checkpoint build_model.py consumes (--ae). Starting the same
+--exp_name again continues from its last completed epoch (<output_dir>/<exp_name>/checkpoints/last.ckpt).
 
     python finetune_autoencoder.py --resume_path models/autoencoders.ckpt --data_set mvtec \\
         --data_path data/mvtec --lpips_vgg models/vgg16.pth --lpips_lin models/lpips_vgg.pth --max_epochs 20
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from utils.io import atomic_path
@@ -113,10 +116,18 @@ def main(argv=None) -> int:
     module = AutoencoderFinetuner(autoencoder, learning_rate=cfg.learning_rate or cfg.batch_size * 4.5e-5,
                                   accumulate=cfg.accumulate, disc_start=cfg.disc_start, lpips=lpips)
     max_steps = 2 * cfg.max_steps if cfg.max_steps > 0 else -1  # Lightning counts both optimisers' steps
+    # one rolling checkpoint (last.ckpt, every epoch): starting the same run again continues from it
+    checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", save_top_k=0, save_last=True, every_n_epochs=1,
+                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    resume = run / "checkpoints" / "last.ckpt"
+    resume = resume if resume.is_file() else None
+    if resume is not None:
+        log.info("resuming from %s (the last completed epoch)", resume)
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.max_epochs,
                         max_steps=max_steps, default_root_dir=run, enable_progress_bar=cfg.progress_bar,
-                        enable_model_summary=False, log_every_n_steps=10, limit_val_batches=0)
-    trainer.fit(module, loader)
+                        enable_model_summary=False, log_every_n_steps=10, limit_val_batches=0,
+                        callbacks=[checkpoints], logger=CSVLogger(run, name="csv", version=""))
+    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
     out = run / "autoencoder.ckpt"
     with atomic_path(out) as tmp:
         torch.save({"state_dict": module.autoencoder.state_dict()}, tmp)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The whole VLMDiff pipeline on CPU in minutes, on the bundled synthetic benchmark:
 
-generate the data → caption it (template captioner: a class-name sentence, not a VLM) → train the tiny
-autoencoder briefly → assemble and train the tiny VLMDiff → test it with the EfficientNet-Lite0 scorer
+generate the data → caption it (template captioner: a class-name sentence, not a VLM) → finetune the
+bundled tiny autoencoder briefly → assemble and train the tiny VLMDiff → test it with the EfficientNet-Lite0 scorer
 (real ImageNet weights) → print the 7-metric table and write the HTML report with heatmaps.
 
     python scripts/demo.py                     # everything under runs/demo
@@ -13,8 +13,10 @@ the image as SGN hint, feature-difference maps, Gaussian σ = 5, pooled image sc
 
 * 128×128 images, 24 normal training images per class; configs/tiny.yaml (16×16 latents, the smallest the
   SFF block accepts).
-* The autoencoder starts from random weights: L1 + KL (no LPIPS weights are shipped), --ae_steps updates
-  on random 64×64 crops, batch 8, Adam lr 1e-3 — crops give more updates for the same compute.
+* The autoencoder starts from vlmdiff/assets/tiny_autoencoder.safetensors, pretrained on general
+  photographs that the benchmark is not made from (scripts/pretrain_tiny_autoencoder.py), as the paper
+  starts from LDM's kl-f8. Finetuning: L1 + KL (no LPIPS weights are shipped), --ae_steps updates on
+  whole images, batch 8, Adam lr 3e-4.
 * VLMDiff training: batch 8, no accumulation, AdamW lr 2e-4, 20 epochs (300 updates).
 * Scorer: EfficientNet-Lite0 at stride 16 only (``effnet_lite0_s16``): the toy reconstructions are blurred,
   and the shallower stride-8 level mostly measures that blur.
@@ -49,7 +51,8 @@ from vlmdiff.model import create_model, load_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-AE_STEPS, EPOCHS, LEARNING_RATE = 300, 20, 2e-4
+BUNDLED_AE = ROOT / "vlmdiff" / "assets" / "tiny_autoencoder.safetensors"
+AE_STEPS, EPOCHS, LEARNING_RATE = 100, 20, 2e-4
 
 
 def template_captions(data: Path, out: Path, split: str) -> None:
@@ -66,10 +69,13 @@ def main(argv=None) -> int:
     p.add_argument("--n_train", type=int, default=24, help="normal training images per class (%(default)s)")
     p.add_argument("--n_test_good", type=int, default=6)
     p.add_argument("--n_test_defect", type=int, default=10)
+    p.add_argument("--ae_init", help="autoencoder to finetune (default: the bundled "
+                   "vlmdiff/assets/tiny_autoencoder.safetensors); '' starts from random weights")
     p.add_argument("--ae_steps", type=int, default=AE_STEPS, help="autoencoder updates (%(default)s)")
-    p.add_argument("--ae_crop", type=int, default=64, help="autoencoder training crop side (%(default)s)")
+    p.add_argument("--ae_crop", type=int, default=0,
+                   help="autoencoder training on random crops of this side; 0: whole images (%(default)s)")
     p.add_argument("--ae_batch_size", type=int, default=8)
-    p.add_argument("--ae_learning_rate", type=float, default=1e-3)
+    p.add_argument("--ae_learning_rate", type=float, default=3e-4)
     p.add_argument("--epochs", type=int, default=EPOCHS, help="VLMDiff training epochs (%(default)s)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
@@ -95,12 +101,15 @@ def main(argv=None) -> int:
         template_captions(data, captions, split)
     stage("captions (template captioner)")
     common = ["--data_set", "mvtec", "--data_path", str(data), "--output_dir", str(work)]
-    finetune_autoencoder.main(["--resume_path", "", "--model_config", str(TINY), *common, "--exp_name", "autoencoder",
-                               "--image_size", str(args.image_size), "--crop_size", str(args.ae_crop),
-                               "--batch_size", str(args.ae_batch_size), "--accumulate", "1",
-                               "--learning_rate", str(args.ae_learning_rate), "--max_steps", str(args.ae_steps),
-                               "--max_epochs", "-1", "--num_workers", "0", "--accelerator", "cpu",
-                               "progress_bar=false"])
+    ae_init = str(BUNDLED_AE) if args.ae_init is None else args.ae_init
+    rc = finetune_autoencoder.main(["--resume_path", ae_init, "--model_config", str(TINY), *common,
+                                    "--exp_name", "autoencoder", "--image_size", str(args.image_size),
+                                    "--crop_size", str(args.ae_crop), "--batch_size", str(args.ae_batch_size),
+                                    "--accumulate", "1", "--learning_rate", str(args.ae_learning_rate),
+                                    "--max_steps", str(args.ae_steps), "--max_epochs", "-1", "--num_workers", "0",
+                                    "--accelerator", "cpu", "progress_bar=false"])
+    if rc:
+        return rc
     stage("autoencoder finetuning")
     seed_everything(args.seed)
     model = create_model(TINY)
@@ -110,17 +119,22 @@ def main(argv=None) -> int:
     build_model.save_state_dict(model.state_dict(), assembled)
     print(report.summary())
     stage("model assembly")
-    train_cli.main(["--resume_path", str(assembled), "--model_config", str(TINY), *common, "--exp_name", "train",
-                    "--use_captions", "--caption_folder", str(captions), "--batch_size", str(args.batch_size),
-                    "--accumulate_grad_batches", "1", "--learning_rate", str(args.learning_rate),
-                    "--max_epochs", str(args.epochs), "--every_n_epochs", str(args.epochs), "--num_workers", "0",
-                    "--accelerator", "cpu", "--seed", str(args.seed), f"image_size={args.image_size}",
-                    "progress_bar=false", "gradient_checkpointing=false"])
+    rc = train_cli.main(["--resume_path", str(assembled), "--model_config", str(TINY), *common,
+                         "--exp_name", "train", "--use_captions", "--caption_folder", str(captions),
+                         "--batch_size", str(args.batch_size), "--accumulate_grad_batches", "1",
+                         "--learning_rate", str(args.learning_rate), "--max_epochs", str(args.epochs),
+                         "--every_n_epochs", str(args.epochs), "--num_workers", "0", "--accelerator", "cpu",
+                         "--seed", str(args.seed), f"image_size={args.image_size}", "progress_bar=false",
+                         "gradient_checkpointing=false"])
+    if rc:
+        return rc
     stage("training")
-    test_cli.main(["--resume_path", str(work / "train" / "checkpoints" / "last.ckpt"), "--model_config", str(TINY),
-                   *common, "--exp_name", "test", "--scorer", "effnet_lite0_s16", "--save_visuals",
-                   "--batch_size", "8", "--device", "cpu", f"image_size={args.image_size}", "num_workers=0",
-                   f"ddim_steps={args.ddim_steps}", f"seed={args.seed}", "overwrite=true"])
+    rc = test_cli.main(["--resume_path", str(work / "train" / "checkpoints" / "last.ckpt"),
+                        "--model_config", str(TINY), *common, "--exp_name", "test", "--scorer", "effnet_lite0_s16",
+                        "--save_visuals", "--batch_size", "8", "--device", "cpu", f"image_size={args.image_size}",
+                        "num_workers=0", f"ddim_steps={args.ddim_steps}", f"seed={args.seed}", "overwrite=true"])
+    if rc:
+        return rc
     stage("testing")
     print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {sum(times.values()):.0f} s")
     return 0

@@ -52,6 +52,20 @@ def test_train_resume_equals_uninterrupted(setup):
     assert (runs / "full" / "train_config.yaml").is_file() and (runs / "full" / "csv" / "metrics.csv").is_file()
 
 
+def test_resume_with_another_checkpoint_interval_updates_last(setup):
+    """Lightning cannot restore the checkpoint callback's state when the interval changed; last.ckpt must still
+    be overwritten (not left stale beside a last-v1.ckpt)."""
+    tmp, data = setup
+    if not (tmp / "runs" / "full" / "checkpoints" / "last.ckpt").is_file():
+        assert train_cli.main(train_args(tmp, data, "full", 2)) == 0
+    assert train_cli.main(train_args(tmp, data, "interval", 1)) == 0
+    assert train_cli.main([*train_args(tmp, data, "interval", 2), "--every_n_epochs", "2"]) == 0
+    ckpts = tmp / "runs" / "interval" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "model_epoch=000.ckpt", "model_epoch=001.ckpt"]
+    full, resumed = (load_state_dict(d / "last.ckpt") for d in (tmp / "runs" / "full" / "checkpoints", ckpts))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
 def eval_args(tmp, data, exp, *extra):
     ckpt = tmp / "runs" / "full" / "checkpoints" / "last.ckpt"
     return ["--resume_path", str(ckpt), "--model_config", str(TINY_CONFIG), "--data_set", "mvtec",

@@ -13,6 +13,7 @@ LPIPS needs VGG16 weights (torchvision layout, ``features.<i>``) and the LPIPS l
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 
@@ -100,6 +101,14 @@ def _vgg_feature_key(key: str) -> bool:
     return m is not None and int(m.group(1)) <= LPIPS_TAPS[-1]
 
 
+def reconstruction_terms(x: torch.Tensor, recon: torch.Tensor, posterior, lpips: LPIPS | None = None):
+    """The per-pixel reconstruction term ``|x − x̂| (+ LPIPS)``, its batch-mean sum (the NLL) and the mean KL."""
+    rec = (x - recon).abs()
+    if lpips is not None:
+        rec = rec + lpips(x, recon)
+    return rec, rec.sum() / rec.shape[0], posterior.kl().mean()
+
+
 class RandomCrops(Dataset):
     """Random ``size``×``size`` crops (and horizontal flips) of a dataset's ``jpg`` images.
 
@@ -184,11 +193,7 @@ class AutoencoderFinetuner(L.LightningModule):
         opt_ae, opt_d = self.optimizers()
         x = batch[self.image_key].float()
         recon, posterior = self.autoencoder(x)
-        rec = (x - recon).abs()
-        if self.lpips is not None:
-            rec = rec + self.lpips(x, recon)
-        nll = rec.sum() / rec.shape[0]
-        kl = posterior.kl().mean()
+        rec, nll, kl = reconstruction_terms(x, recon, posterior, self.lpips)
         step = self.global_step // 2  # two optimizers step per update
         loss, d_loss = nll + self.kl_weight * kl, torch.zeros((), device=x.device)
         if step >= self.disc_start:  # before, the GAN terms are multiplied by 0: skip computing them
@@ -207,3 +212,52 @@ class AutoencoderFinetuner(L.LightningModule):
         self.log_dict({"train/rec_loss": rec.mean(), "train/kl": kl, "train/nll": nll, "train/disc_loss": d_loss},
                       prog_bar=False, on_step=True)
         self.log("loss", loss, prog_bar=True, logger=False)
+
+
+def pretrain_autoencoder(autoencoder: AutoencoderKL, dataset: Dataset, *, steps: int, batch_size: int = 8,
+                         learning_rate: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0,
+                         eval_images: torch.Tensor | None = None, eval_every: int = 500,
+                         progress: bool = True) -> list[tuple[int, float]]:
+    """Train ``autoencoder`` from scratch with L1 + KL for ``steps`` updates (no discriminator, no LPIPS).
+
+    Adam (betas 0.5, 0.9 as the finetuning stage) with a cosine decay of the learning rate to a tenth.
+    Batches are drawn with replacement from ``dataset`` by a generator seeded with ``seed``. Returns
+    ``[(step, mean |x − x̂| on eval_images)]`` measured every ``eval_every`` updates and at the end
+    (empty without ``eval_images``), posterior mode, no gradient.
+    """
+    from tqdm.auto import tqdm
+
+    params = [p for p in autoencoder.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=learning_rate, betas=(0.5, 0.9))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * s / max(steps, 1))))
+    g = torch.Generator().manual_seed(seed)
+    history = []
+
+    def evaluate(step):
+        if eval_images is None:
+            return
+        autoencoder.eval()
+        with torch.no_grad():
+            err = sum((autoencoder.decode(autoencoder.encode(x[None]).mode()) - x[None]).abs().mean().item()
+                      for x in eval_images) / len(eval_images)
+        autoencoder.train()
+        history.append((step, err))
+        log.info("step %d: eval L1 %.4f", step, err)
+
+    autoencoder.train()
+    bar = tqdm(range(steps), desc="autoencoder pretraining", disable=not progress)
+    for step in bar:
+        if step % eval_every == 0:
+            evaluate(step)
+        idx = torch.randint(0, len(dataset), (batch_size,), generator=g).tolist()
+        x = torch.stack([dataset[i]["jpg"] for i in idx]).float()
+        recon, posterior = autoencoder(x)
+        _, nll, kl = reconstruction_terms(x, recon, posterior)
+        opt.zero_grad(set_to_none=True)
+        (nll + kl_weight * kl).backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(l1=f"{(x - recon).abs().mean().item():.3f}")
+    evaluate(steps)
+    autoencoder.eval()
+    return history

@@ -103,8 +103,11 @@ def ddp_strategy(strategy: str) -> str:
 def build_trainer(cfg: TrainConfig, callbacks=()) -> L.Trainer:
     epochs, every = cfg.schedule()
     run = cfg.run_dir
+    # no version counter: a run resumed with another checkpoint interval must still overwrite last.ckpt
+    # (Lightning would otherwise write last-v1.ckpt beside the stale one)
     checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", filename="model_{epoch:03d}", every_n_epochs=every,
-                                  save_top_k=-1, save_last=True, save_on_train_epoch_end=True)
+                                  save_top_k=-1, save_last=True, save_on_train_epoch_end=True,
+                                  enable_version_counter=False)
     loggers = [TensorBoardLogger(run, name="tensorboard", version=""), CSVLogger(run, name="csv", version="")]
     return L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                      strategy=ddp_strategy(cfg.strategy), precision=cfg.precision, max_epochs=epochs, max_steps=cfg.max_steps,

@@ -110,3 +110,22 @@ def test_random_crops_are_seeded_and_checked():
     assert all(torch.equal(c, b[0]["jpg"]) for c in crops)
     with pytest.raises(ValueError, match="crop size 9"):
         RandomCrops(images, 9)[0]
+
+
+def test_finetune_cli_continues_from_its_last_epoch(tmp_path, caplog):
+    data = generate(tmp_path / "data", classes=["disc"], image_size=32, n_train=4, n_test_good=1, n_test_defect=1)
+    args = ["--resume_path", "", "--model_config", str(TINY_CONFIG), "--data_set", "mvtec", "--data_path", str(data),
+            "--output_dir", str(tmp_path), "--image_size", "32", "--batch_size", "2", "--accumulate", "1",
+            "--num_workers", "0", "--accelerator", "cpu", "progress_bar=false"]
+    last = tmp_path / "autoencoder" / "checkpoints" / "last.ckpt"
+    assert finetune_autoencoder.main([*args, "--max_epochs", "1"]) == 0
+    first = torch.load(last, map_location="cpu", weights_only=False)
+    assert first["global_step"] == 4  # 2 updates x 2 optimisers
+    with caplog.at_level("INFO", logger="finetune_autoencoder"):
+        assert finetune_autoencoder.main([*args, "--max_epochs", "3"]) == 0
+    assert "resuming from" in caplog.text
+    second = torch.load(last, map_location="cpu", weights_only=False)
+    assert second["global_step"] == 12 and second["epoch"] == 3
+    ae = load_state_dict(tmp_path / "autoencoder" / "autoencoder.ckpt")
+    saved = {k.removeprefix("autoencoder."): v for k, v in second["state_dict"].items() if k.startswith("autoencoder.")}
+    assert saved.keys() == ae.keys() and all(torch.equal(ae[k], saved[k]) for k in ae)
