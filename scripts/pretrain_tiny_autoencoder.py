@@ -4,7 +4,8 @@ sample images that the synthetic benchmark is not made from), and write the bund
 demo's autoencoder finetuning, vlmdiff/assets/tiny_autoencoder.safetensors (float16, ~2 MB).
 
 This plays, at toy scale, the part of the LDM kl-f8 autoencoder pretrained on OpenImages that the paper
-finetunes per dataset. Deterministic for a given seed and thread count; about 20 minutes on 2 CPU cores:
+finetunes per dataset. Seeded (the same seed draws the same crops and batches; the weights may still differ
+in their last bits between machines and thread counts); about 20 minutes on 2 CPU cores:
 
     python scripts/pretrain_tiny_autoencoder.py
     python scripts/pretrain_tiny_autoencoder.py --steps 500 --out /tmp/ae.safetensors   # a quick look
