@@ -2,8 +2,9 @@
 """The whole VLMDiff pipeline on CPU in minutes, on the bundled synthetic benchmark:
 
 generate the data → caption it (template captioner: a class-name sentence, not a VLM) → finetune the
-bundled tiny autoencoder briefly → assemble and train the tiny VLMDiff → test it with the EfficientNet-Lite0 scorer
-(real ImageNet weights) → print the 7-metric table and write the HTML report with heatmaps.
+bundled tiny autoencoder briefly → assemble and train the tiny VLMDiff → test it with the
+EfficientNet-Lite0 scorer (real ImageNet weights) → print the 7-metric table and write the HTML report
+with heatmaps.
 
     python scripts/demo.py                     # everything under runs/demo
     python scripts/demo.py --work_dir /tmp/d --epochs 5 --classes disc weave
