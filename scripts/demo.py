@@ -43,6 +43,7 @@ import finetune_autoencoder  # noqa: E402
 import test as test_cli  # noqa: E402
 import train as train_cli  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
+from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER  # noqa: E402
 from vlmdiff.assemble import self_assembled_state_dict  # noqa: E402
 from vlmdiff.checkpoint import load_state_dict  # noqa: E402
 from vlmdiff.data import build_dataset  # noqa: E402
@@ -52,7 +53,6 @@ from vlmdiff.model import create_model, load_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-BUNDLED_AE = ROOT / "vlmdiff" / "assets" / "tiny_autoencoder.safetensors"
 AE_STEPS, EPOCHS, LEARNING_RATE = 100, 20, 2e-4
 
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         template_captions(data, captions, split)
     stage("captions (template captioner)")
     common = ["--data_set", "mvtec", "--data_path", str(data), "--output_dir", str(work)]
-    ae_init = str(BUNDLED_AE) if args.ae_init is None else args.ae_init
+    ae_init = str(BUNDLED_TINY_AUTOENCODER) if args.ae_init is None else args.ae_init
     rc = finetune_autoencoder.main(["--resume_path", ae_init, "--model_config", str(TINY), *common,
                                     "--exp_name", "autoencoder", "--image_size", str(args.image_size),
                                     "--crop_size", str(args.ae_crop), "--batch_size", str(args.ae_batch_size),

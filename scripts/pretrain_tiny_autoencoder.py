@@ -26,18 +26,17 @@ import torch  # noqa: E402
 
 from utils.io import atomic_path  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
-from vlmdiff.ae_finetune import pretrain_autoencoder  # noqa: E402
+from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER, pretrain_autoencoder  # noqa: E402
 from vlmdiff.config import instantiate, load_config  # noqa: E402
 from vlmdiff.data.photos import PhotoCrops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-BUNDLED = ROOT / "vlmdiff" / "assets" / "tiny_autoencoder.safetensors"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(BUNDLED), help="output .safetensors (default: the bundled file)")
+    p.add_argument("--out", default=str(BUNDLED_TINY_AUTOENCODER), help="output .safetensors (default: the bundled file)")
     p.add_argument("--model_config", default=str(TINY), help="config whose first_stage_config is trained")
     p.add_argument("--steps", type=int, default=4000, help="optimiser updates (%(default)s)")
     p.add_argument("--crop", type=int, default=64, help="training crop side (%(default)s)")

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -27,6 +28,9 @@ from ldm.models.autoencoder import AutoencoderKL
 from vlmdiff.checkpoint import load_state_dict, load_strict
 
 log = logging.getLogger(__name__)
+
+# the demo's autoencoder start: configs/tiny.yaml's autoencoder pretrained by scripts/pretrain_tiny_autoencoder.py
+BUNDLED_TINY_AUTOENCODER = Path(__file__).parent / "assets" / "tiny_autoencoder.safetensors"
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 LPIPS_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from scripts.pretrain_tiny_autoencoder import BUNDLED
 from scripts.pretrain_tiny_autoencoder import main as pretrain_main
 from tests.conftest import TINY_CONFIG
+from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER as BUNDLED
 from vlmdiff.ae_finetune import pretrain_autoencoder
 from vlmdiff.checkpoint import load_state_dict, load_strict
 from vlmdiff.config import instantiate, load_config

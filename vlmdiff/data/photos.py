@@ -13,10 +13,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vlmdiff.data.images import image_to_tensor
+from vlmdiff.data.synthetic import SOURCE_PHOTOS
 
 PHOTOS = ("astronaut", "camera", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "hubble_deep_field",
           "microaneurysms", "moon", "page", "retina", "rocket", "stereo_motorcycle", "text")
-BENCHMARK_SOURCES = ("brick", "grass", "gravel", "immunohistochemistry")
+BENCHMARK_SOURCES = tuple(SOURCE_PHOTOS.values())
 
 
 def load_photos(names=PHOTOS) -> list[np.ndarray]:

@@ -24,14 +24,16 @@ CLASSES = ("brick", "grass", "gravel", "weave", "disc", "tissue")
 DEFAULT_CLASSES = CLASSES[:5]
 DEFECTS = ("scratch", "stain", "cut_paste", "hole", "deformation")
 TINTS = {"brick": (1.0, 0.62, 0.45), "grass": (0.55, 0.9, 0.45), "gravel": (0.9, 0.88, 0.8)}
+SOURCE_PHOTOS = {"brick": "brick", "grass": "grass", "gravel": "gravel", "tissue": "immunohistochemistry"}
 
 
 def _photo(name: str) -> np.ndarray:
     import skimage.data
 
-    if name == "tissue":
-        return skimage.data.immunohistochemistry()
-    grey = getattr(skimage.data, name)().astype(np.float32)
+    img = getattr(skimage.data, SOURCE_PHOTOS[name])()
+    if name not in TINTS:
+        return img
+    grey = img.astype(np.float32)
     return np.clip(grey[..., None] * np.array(TINTS[name], np.float32), 0, 255).astype(np.uint8)
 
 
