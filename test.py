@@ -85,7 +85,7 @@ def caption_source(cfg: TestConfig):
 def load_model(cfg: TestConfig, device: torch.device):
     model = create_model(cfg.model_config)
     model.load_checkpoint(cfg.resume_path)
-    model.only_mid_control = True  # the routing of the reference's training and test scripts
+    model.only_mid_control = cfg.only_mid_control  # True: the routing of the reference's scripts
     return model.to(device).eval(), build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from ldm.models.ddim import ddim_sample, make_ddim_schedule
 from ldm.modules.diffusion import SCHEDULE_BUFFERS, extract, make_beta_schedule, schedule_buffers
 from ldm.modules.diffusion import q_sample as _q_sample
+from ldm.modules.distributions import DiagonalGaussianDistribution
 from vlmdiff.checkpoint import load_state_dict, load_strict
 from vlmdiff.config import instantiate, load_config
 
@@ -126,10 +127,21 @@ class VLMDiff(L.LightningModule):
     @torch.no_grad()
     def get_input(self, batch: Mapping, posterior_noise: torch.Tensor | None = None,
                   generator: torch.Generator | None = None):
-        """Latent of ``batch["jpg"]`` and ``{"c_crossattn": [CLIP(txt)], "c_concat": [hint]}``."""
-        x = batch[self.first_stage_key].to(self.device, memory_format=torch.contiguous_format).float()
-        z = self.get_first_stage_encoding(self.encode_first_stage(x), posterior_noise, generator)
-        text = self.get_learned_conditioning(batch[self.cond_stage_key])
+        """Latent of ``batch["jpg"]`` and ``{"c_crossattn": [CLIP(txt)], "c_concat": [hint]}``.
+
+        A batch that carries ``moments`` (posterior mean and log-variance) and ``context`` (caption tokens),
+        from :mod:`vlmdiff.conditioning_cache`, skips the frozen encoders; the posterior is sampled all the same.
+        """
+        if "moments" in batch:
+            posterior = DiagonalGaussianDistribution(batch["moments"].to(self.device).float())
+        else:
+            x = batch[self.first_stage_key].to(self.device, memory_format=torch.contiguous_format).float()
+            posterior = self.encode_first_stage(x)
+        z = self.get_first_stage_encoding(posterior, posterior_noise, generator)
+        if "context" in batch:
+            text = batch["context"].to(self.device).float()
+        else:
+            text = self.get_learned_conditioning(batch[self.cond_stage_key])
         hint = batch[self.control_key].to(self.device, memory_format=torch.contiguous_format).float()
         return z, {"c_crossattn": [text], "c_concat": [hint]}
 

@@ -34,6 +34,9 @@ class DataRunConfig:
     image_size: int = 256
     use_captions: bool = False
     caption_folder: str = ""
+    # True: the SGN's controls reach the middle block and the three deepest skips only (what the paper's
+    # training and test scripts set, whatever the model YAML says); False: every skip (ControlNet's routing)
+    only_mid_control: bool = True
     exp_name: str = "run"
     output_dir: str = "runs"
 

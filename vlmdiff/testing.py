@@ -32,7 +32,7 @@ from vlmdiff.scoring import anomaly_map, image_scores
 log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_part", "classes", "image_size",
-               "use_captions", "caption_folder", "scorer", "scorer_weights", "ddim_steps", "guidance_scale",
+               "use_captions", "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps", "guidance_scale",
                "start_timestep", "start_mode", "sigma", "seed", "start_ind", "end_ind", "batch_size")
 
 

@@ -51,6 +51,9 @@ class TrainConfig(DataRunConfig):
     precision: str = "32-true"
     seed: int = 1
     gradient_checkpointing: bool = True
+    # compute the frozen autoencoder's posterior and the caption tokens once per image (<run>/cache/);
+    # the posterior is still sampled at every step: the same loss curve, faster steps
+    cache_conditioning: bool = False
     log_every_n_steps: int = 10
     progress_bar: bool = True
 
@@ -86,7 +89,7 @@ def build_model(cfg: TrainConfig, *, load_weights: bool = True) -> VLMDiff:
     model = create_model(cfg.model_config)
     if load_weights:
         model.load_checkpoint(cfg.resume_path)
-    model.only_mid_control = True
+    model.only_mid_control = cfg.only_mid_control
     model.learning_rate = cfg.learning_rate
     model.seed = cfg.seed
     model.model.diffusion_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
@@ -128,6 +131,13 @@ def fit(cfg: TrainConfig, dataset, *, callbacks=()) -> Path:
     if resume is not None:
         log.info("resuming %s from %s", cfg.exp_name, resume)
     model = build_model(cfg, load_weights=resume is None)
+    if cfg.cache_conditioning:
+        from vlmdiff.conditioning_cache import cached_dataset
+
+        if resume is not None:  # the frozen parts' weights, before Lightning restores the rest
+            model.load_checkpoint(resume)
+        dataset = cached_dataset(model, dataset, cfg.run_dir / "cache" / "conditioning.pt",
+                                 image_size=cfg.image_size, progress=cfg.progress_bar)
     trainer = build_trainer(cfg, callbacks)
     trainer.fit(model, train_loader(dataset, cfg), ckpt_path=str(resume) if resume else None)
     return cfg.run_dir / "checkpoints" / "last.ckpt"
