@@ -39,6 +39,7 @@ class AEConfig:
     data_set: str = "mvtec"
     data_path: str = ""
     coco_part: int = 0
+    classes: list[str] | None = None  # a subset of the data set's classes (default: all)
     image_size: int = 256
     crop_size: int | None = None  # train on random crops of this side (default: whole images)
     exp_name: str = "autoencoder"
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
         return 2
     if lpips is None:
         log.warning("LPIPS weights not given (--lpips_vgg, --lpips_lin): training without the perceptual term")
-    dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part)
+    dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part,
+                            classes=cfg.classes)
     if cfg.crop_size:
         # one seeded generator in the main process; DataLoader workers draw from their own seeded global RNG
         own = torch.Generator().manual_seed(cfg.seed) if cfg.num_workers == 0 else None

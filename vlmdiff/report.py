@@ -81,6 +81,34 @@ def heatmap_overlay(rgb: np.ndarray, amap: np.ndarray, vmin: float | None = None
     return np.round((1 - alpha) * rgb.astype(np.float64) + alpha * colour).astype(np.uint8)
 
 
+def outline_mask(rgb: np.ndarray, mask: np.ndarray | None, colour=(0, 255, 0), thickness: int = 1) -> np.ndarray:
+    """``rgb`` (uint8 ``(H, W, 3)``) with the outline of the binary ``mask`` drawn on it (a copy)."""
+    out = np.ascontiguousarray(rgb.copy())
+    if mask is None or not np.any(mask):
+        return out
+    m = np.asarray(mask) > 0
+    if m.shape != out.shape[:2]:
+        m = cv2.resize(m.astype(np.uint8), out.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+    contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), thickness)
+    return out
+
+
+def write_gallery_images(out_dir: str | os.PathLike, name: str, *, input_rgb: np.ndarray, amap: np.ndarray,
+                         mask: np.ndarray | None, vmin: float, vmax: float) -> dict[str, Path]:
+    """The report's pictures of one image: the input with the ground truth outlined (``-input_gt.png``) and
+    the anomaly map on a colour scale shared by its class, ``[vmin, vmax]`` (``-heatmap_class.png``), so
+    that a normal image shows no hot spot of its own."""
+    out_dir = Path(out_dir)
+    inp = to_uint8_rgb(input_rgb) if input_rgb.dtype != np.uint8 else input_rgb
+    if amap.shape != inp.shape[:2]:
+        inp = cv2.resize(inp, amap.shape[::-1], interpolation=cv2.INTER_AREA)
+    files = {"input_gt": out_dir / f"{name}-input_gt.png", "heatmap_class": out_dir / f"{name}-heatmap_class.png"}
+    _write_image(files["input_gt"], outline_mask(inp, mask))
+    _write_image(files["heatmap_class"], heatmap_overlay(inp, amap, vmin=vmin, vmax=vmax))
+    return files
+
+
 def _write_image(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(rgb[..., ::-1]))  # OpenCV writes BGR
     if not ok:
@@ -138,8 +166,10 @@ def write_class_plots(out_dir: str | os.PathLike, cls: str, scores: np.ndarray, 
 # ----------------------------------------------------------------------------- HTML
 def write_html_report(path: str | os.PathLike, results: Mapping[str, Mapping[str, float]], *,
                       plots: Sequence[str | os.PathLike] = (), gallery: Sequence[Mapping] = (),
-                      title: str = "VLMDiff test report", config: Mapping | None = None) -> Path:
-    """A static page: the metric table, the curves, and a gallery (``{"caption", "images": [paths]}``).
+                      title: str = "VLMDiff test report", config: Mapping | None = None,
+                      about: Mapping[str, str] | None = None) -> Path:
+    """A static page: what was run (``about``: e.g. scorer, checkpoint, protocol), the metric table, the
+    curves, and a gallery (``{"caption", "images": [paths], "labels": [column labels]}``, labels optional).
 
     Image paths are written relative to the report's folder.
     """
@@ -153,18 +183,26 @@ def write_html_report(path: str | os.PathLike, results: Mapping[str, Mapping[str
         + "".join(f"<td>{_fmt(v[m])}</td>" for m in METRICS) + "</tr>" for c, v in results.items())
     head = "".join(f"<th>{HEADERS[m]}</th>" for m in METRICS)
     plot_html = "".join(f'<img class="plot" src="{rel(p)}" alt="curves">' for p in plots)
-    cards = "".join(
-        f'<figure><figcaption>{html.escape(g["caption"])}</figcaption>'
-        + "".join(f'<img src="{rel(p)}" alt="{html.escape(Path(p).name)}">' for p in g["images"]) + "</figure>"
-        for g in gallery)
+    def card(g: Mapping) -> str:
+        labels = list(g.get("labels") or [Path(p).name for p in g["images"]])
+        cells = "".join(f'<div class="cell"><img src="{rel(p)}" alt="{html.escape(lab)}"><div class="lab">'
+                        f'{html.escape(lab)}</div></div>' for p, lab in zip(g["images"], labels))
+        return f'<figure><figcaption>{html.escape(g["caption"])}</figcaption>{cells}</figure>'
+
+    cards = "".join(card(g) for g in gallery)
+    about_html = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in (about or {}).items())
     cfg = html.escape(json.dumps(dict(config or {}), indent=2, default=str))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
-img{{max-width:160px;margin:2px}} img.plot{{max-width:900px;display:block}} figure{{display:inline-block;
-margin:6px;border:1px solid #ddd;padding:4px}}</style></head><body>
+img{{width:160px;margin:2px;image-rendering:pixelated}} img.plot{{width:auto;max-width:900px;display:block}}
+figure{{display:inline-block;margin:6px;border:1px solid #ddd;padding:4px}} .cell{{display:inline-block;
+vertical-align:top;text-align:center}} .lab{{font-size:11px;color:#444;max-width:164px}}
+dl{{display:grid;grid-template-columns:max-content auto;gap:2px 12px}} dt{{font-weight:bold}} dd{{margin:0}}</style>
+</head><body>
 <h1>{html.escape(title)}</h1>
+<dl id="about">{about_html}</dl>
 <h2>Metrics (%)</h2><table id="results"><tr><th>class</th>{head}</tr>{rows}</table>
 <h2>Image-level curves</h2>{plot_html}
 <h2>Gallery</h2>{cards}

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from vlmdiff.metrics import evaluate
-from vlmdiff.report import (heatmap_overlay, markdown_table, to_uint8_rgb, write_class_plots, write_html_report,
-                            write_tables, write_visuals)
+from vlmdiff.report import (heatmap_overlay, markdown_table, outline_mask, to_uint8_rgb, write_class_plots,
+                            write_gallery_images, write_html_report, write_tables, write_visuals)
 
 
 class Collector(HTMLParser):
@@ -73,11 +73,46 @@ def test_html_report_contains_table_plots_and_gallery(result_set, tmp_path):
     vis = write_visuals(tmp_path / "visuals", "x", input_rgb=np.ones((3, 16, 16)) * 0.5,
                         samples_rgb=np.ones((3, 16, 16)) * 0.4, amap=amaps[0][:16, :16])
     page = write_html_report(tmp_path / "report" / "index.html", results, plots=plots,
-                             gallery=[{"caption": "a detected", "images": [vis["input"], vis["heatmap"]]}])
+                             gallery=[{"caption": "a detected", "images": [vis["input"], vis["heatmap"]],
+                                       "labels": ["input, ground truth outlined", "anomaly heatmap"]}],
+                             about={"scorer": "dino_vits8", "checkpoint": "runs/x/last.ckpt"})
     parser = Collector()
     parser.feed(page.read_text())
+    assert "input, ground truth outlined" in parser.cells and "anomaly heatmap" in parser.cells
+    assert "scorer" in parser.cells and "runs/x/last.ckpt" in parser.cells
     assert parser.tables == 1 and "mAU-PRO_R" in parser.cells and "mean" in parser.cells
     assert len(parser.images) == 4
     for src in parser.images:
         assert (page.parent / src).is_file(), src
     assert Image.open(plots[0]).size[0] > 300
+
+
+def test_ground_truth_outline_follows_the_mask_boundary():
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 10:24] = 1
+    out = outline_mask(rgb, mask)
+    green = out[..., 1] == 255
+    ring = mask.astype(bool) & ~np.pad(mask[1:-1, 1:-1].astype(bool) & mask[:-2, 1:-1].astype(bool)
+                                        & mask[2:, 1:-1].astype(bool) & mask[1:-1, :-2].astype(bool)
+                                        & mask[1:-1, 2:].astype(bool), 1)
+    assert np.array_equal(green, ring)  # exactly the mask's boundary pixels, nothing inside or outside
+    assert rgb.max() == 0  # the input is not drawn on
+    assert np.array_equal(outline_mask(rgb, np.zeros((32, 32))), rgb)
+
+
+def test_class_colour_scale_keeps_a_normal_image_cool(tmp_path):
+    rgb = np.full((3, 32, 32), 0.5)
+    normal = np.full((32, 32), 0.10)
+    normal[4:8, 4:8] = 0.12  # its own maximum: hot on a per-image scale
+    anomalous = np.full((32, 32), 0.10)
+    anomalous[10:20, 10:20] = 0.9
+    lo, hi = min(normal.min(), anomalous.min()), max(normal.max(), anomalous.max())
+    files = {k: write_gallery_images(tmp_path, k, input_rgb=rgb, amap=m, mask=None, vmin=lo, vmax=hi)
+             for k, m in (("normal", normal), ("anomalous", anomalous))}
+    own_scale = heatmap_overlay(to_uint8_rgb(rgb), normal)
+    cool = np.asarray(Image.open(files["normal"]["heatmap_class"]).convert("RGB")).astype(int)
+    hot = np.asarray(Image.open(files["anomalous"]["heatmap_class"]).convert("RGB")).astype(int)
+    assert own_scale[5, 5, 0] > own_scale[5, 5, 2]  # the per-image scale paints the normal image's bump red
+    assert cool[5, 5, 0] < cool[5, 5, 2]  # the class scale keeps it blue
+    assert hot[15, 15, 0] > hot[15, 15, 2]  # and the real anomaly red
