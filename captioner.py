@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Caption a dataset's images with a VLM and write the reference's caption files (reference.md §8).
+"""Caption a dataset's images with a VLM and write the reference's caption files (docs/design.md §9).
 
     python captioner.py --data_set mvtec --data_path data/mvtec --vlm_model internvl \\
         --model_path models/InternVL3-8B-hf --prompt_type pd --batch_size 8

@@ -1,10 +1,10 @@
-"""Finetuning the KL-f8 autoencoder on a dataset's normal images (reference.md §10).
+"""Finetuning the KL-f8 autoencoder on a dataset's normal images (docs/design.md §11).
 
 Loss (LDM's ``LPIPSWithDiscriminator``, disc_start 50001, kl_weight 1e-6, disc_weight 0.5, hinge):
 ``rec = |x − x̂| + LPIPS(x, x̂)``; generator ``L = mean-over-batch Σ rec + 1e-6·KL + d_weight·f·(−mean D(x̂))``
 with the adaptive ``d_weight`` on the decoder's last layer; discriminator
 ``f·0.5·(mean relu(1 − D(x)) + mean relu(1 + D(x̂)))``, f = 0 before ``disc_start``. Images stay
-ImageNet-normalised everywhere, LPIPS input included, as the reference (quirk 22).
+ImageNet-normalised everywhere, LPIPS input included, as the reference (docs/design.md R7).
 
 LPIPS needs VGG16 weights (torchvision layout, ``features.<i>``) and the LPIPS linear heads
 (``lin<k>.model.1.weight``) from local files; without them the perceptual term is left out, with a notice.

@@ -1,4 +1,4 @@
-"""Assemble the training-start VLMDiff weights from Stable Diffusion 1.5 and an autoencoder (reference.md §11).
+"""Assemble the training-start VLMDiff weights from Stable Diffusion 1.5 and an autoencoder (docs/design.md §12.1).
 
 For every key ``k`` of a freshly built model:
 

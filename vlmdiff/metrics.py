@@ -1,4 +1,4 @@
-"""The seven metrics of the paper's tables, per class and averaged over classes (reference.md §6).
+"""The seven metrics of the paper's tables, per class and averaged over classes (docs/design.md §7).
 
 Two modes:
 

@@ -1,4 +1,4 @@
-"""The VLMDiff system: a latent diffusion model with a semantic-guided network (reference.md §2, §3, §4, §9).
+"""The VLMDiff system: a latent diffusion model with a semantic-guided network (docs/design.md §3, §4, §5, §10).
 
 ``VLMDiff`` owns which parts are frozen (UNet encoder, autoencoder, CLIP), the training step (ε-prediction
 MSE), the optimiser over the reference's trainable set (SGN + UNet ``output_blocks`` + ``out``) and the
@@ -162,7 +162,7 @@ class VLMDiff(L.LightningModule):
         return unet(x_noisy, t, context, control=control, only_mid_control=self.only_mid_control)
 
     def p_losses(self, z: torch.Tensor, cond: Mapping, t: torch.Tensor, noise: torch.Tensor | None = None):
-        """ε-prediction loss of reference.md §3 (plain MSE with logvar ≡ 0, ELBO weight 0)."""
+        """ε-prediction loss of docs/design.md §4 (plain MSE with logvar ≡ 0, ELBO weight 0)."""
         noise = torch.randn_like(z) if noise is None else noise
         eps = self.apply_model(self.q_sample(z, t, noise), t, cond)
         loss_simple = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
@@ -197,7 +197,7 @@ class VLMDiff(L.LightningModule):
                     noise: torch.Tensor | None = None, posterior_noise: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, return_ae_reconstruction: bool = False,
                     skip_redundant_guidance: bool = True, callback=None) -> dict[str, torch.Tensor]:
-        """Reconstruct normalised images through the diffusion model (reference.md §4), batched.
+        """Reconstruct normalised images through the diffusion model (docs/design.md §5), batched.
 
         Args:
             images: ``(B, 3, H, W)`` ImageNet-normalised images; ``hints`` default to the same tensor.

@@ -1,9 +1,10 @@
-"""Result tables, per-image visuals, curves and a static HTML report of a test run (reference.md §5.4).
+"""Result tables, per-image visuals, curves and a static HTML report of a test run (docs/design.md §13.1).
 
 Tables: per class and mean, as Markdown, CSV and JSON (with the run's configuration). Visuals keep the
 reference's file names (``<name>-input.jpg``, ``-reconstruction.jpg``, ``-samples.jpg``, ``-features.jpg``,
-``-heatmap.png``) but fix its colour quirks: images are written in the right channel order, the features
-image is clipped instead of wrapping around, and the heatmap blends a colour map with the RGB input.
+``-heatmap.png``) but fix its colours (docs/design.md D9): images are written in the right channel order,
+the features image is clipped instead of wrapping around, and the heatmap blends a colour map with the RGB
+input.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Anomaly maps from feature differences and the image-level score (reference.md §5.2–5.3).
+"""Anomaly maps from feature differences and the image-level score (docs/design.md §6.2, §6.3).
 
 ``anomaly_map`` is the reference's ``cal_anomaly_map`` (mode ``'a'``) applied to every batch item — the
 reference keeps only item 0, which is why it tests at batch size 1 — followed by its Gaussian σ = 5.

@@ -1,6 +1,6 @@
 """Semantic-guided network (SGN) with its semantic feature fusion (SFF) block, and the controlled UNet.
 
-reference.md §2.6–2.7. The SGN is a trainable copy of the UNet encoder that also sees the input
+docs/design.md §3.3, §3.4. The SGN is a trainable copy of the UNet encoder that also sees the input
 image (the "hint"); its 13 outputs are added to the frozen UNet's middle block and skips.
 """
 
@@ -103,7 +103,7 @@ class SemanticGuidedNetwork(nn.Module):
 
 
 class ControlledUnetModel(UNetModel):
-    """The SD UNet whose middle block and skips receive SGN controls (reference.md §2.7).
+    """The SD UNet whose middle block and skips receive SGN controls (docs/design.md §3.4).
 
     The encoder half runs without gradient (it is frozen; the decoder is trained). With
     ``only_mid_control=True`` — what the reference's training and test scripts set — the control is

@@ -1,9 +1,9 @@
-"""Test runs: batched reconstruction, scoring, metrics and report (reference.md §4–6, the reference's ``test.py``).
+"""Test runs: batched reconstruction, scoring, metrics and report (docs/design.md §13; the reference's ``test.py``).
 
 Results are stored per batch in ``<run>/scores/batch_<index>.npz`` (anomaly maps as float32, binary
 ground truth, image labels, class names, filenames) so an interrupted run resumes at the next missing
 batch. ``<run>/run.json`` fingerprints every setting that changes results: a run folder never mixes
-results of different settings (the reference's stale ``.npz`` merge, quirk 17). With several processes
+results of different settings (the reference's stale ``.npz`` merge, docs/design.md D4). With several processes
 (``torchrun``), each process takes every ``world_size``-th batch and process 0 computes the metrics.
 """
 

@@ -1,4 +1,4 @@
-"""Training runs of VLMDiff with Lightning (reference.md §9).
+"""Training runs of VLMDiff with Lightning (docs/design.md §10).
 
 The reference recipe: AdamW lr 1e-5 over the SGN and the UNet decoder, batch 12 with 4-step gradient
 accumulation, ``only_mid_control=True``, 300 epochs (MVTec-AD, VisA) or 100 (Real-IAD, COCO-AD) with a
@@ -98,7 +98,7 @@ def build_model(cfg: TrainConfig, *, load_weights: bool = True) -> VLMDiff:
 
 def ddp_strategy(strategy: str) -> str:
     """Plain ``ddp`` → DDP that tolerates unused parameters: with ``only_mid_control=True`` the SGN's shallow
-    zero convs and SFF layers receive no gradient at all (reference.md §2.6), which DDP otherwise refuses."""
+    zero convs and SFF layers receive no gradient at all (docs/design.md R2), which DDP otherwise refuses."""
     return {"ddp": "ddp_find_unused_parameters_true", "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}.get(
         strategy, strategy)
 

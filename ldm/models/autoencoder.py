@@ -1,4 +1,4 @@
-"""The KL-regularised autoencoder (``AutoencoderKL``, the SD-1.x "kl-f8" VAE), reference.md §2.9."""
+"""The KL-regularised autoencoder (``AutoencoderKL``, the SD-1.x "kl-f8" VAE), docs/design.md §3.5."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cross-attention transformer blocks of the SD-1.x UNet (reference.md §2.4).
+"""Cross-attention transformer blocks of the SD-1.x UNet (docs/design.md §3.2).
 
 Attribute names are the Stable Diffusion checkpoint keys: ``norm``, ``proj_in``,
 ``transformer_blocks.<i>.{attn1,ff,attn2,norm1,norm2,norm3}``, ``proj_out``.

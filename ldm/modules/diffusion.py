@@ -1,4 +1,4 @@
-"""Noise schedule and forward process of the DDPM/LDM (reference.md §3).
+"""Noise schedule and forward process of the DDPM/LDM (docs/design.md §4).
 
 Notation map (paper → code): β_t → ``betas[t]``, ᾱ_t = Π_{s≤t}(1 − β_s) → ``alphas_cumprod[t]``,
 ᾱ_{t−1} → ``alphas_cumprod_prev[t]`` (1 at t = 0).

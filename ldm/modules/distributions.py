@@ -1,4 +1,4 @@
-"""The diagonal Gaussian posterior q(z|x) of the KL autoencoder (reference.md §2.9)."""
+"""The diagonal Gaussian posterior q(z|x) of the KL autoencoder (docs/design.md §3.5)."""
 
 from __future__ import annotations
 

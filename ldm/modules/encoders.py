@@ -1,4 +1,4 @@
-"""The frozen CLIP ViT-L/14 text encoder that turns captions into cross-attention tokens (reference.md §2.10).
+"""The frozen CLIP ViT-L/14 text encoder that turns captions into cross-attention tokens (docs/design.md §3.6).
 
 Built on ``transformers.CLIPTextModel`` from a config — never from a hub name; its weights come from the
 assembled checkpoint. The state-dict keys keep the layout of SD-1.x files and of the reference

@@ -1,4 +1,4 @@
-"""The SD-1.x UNet (reference.md §2.4–2.5): timestep embedding, ResBlocks, resampling, UNetModel.
+"""The SD-1.x UNet (docs/design.md §3.2): timestep embedding, ResBlocks, resampling, UNetModel.
 
 Module attribute names are the CompVis checkpoint keys (``time_embed``, ``input_blocks``,
 ``middle_block``, ``output_blocks``, ``out``), so Stable Diffusion 1.5 weights load with

@@ -1,4 +1,4 @@
-"""Encoder and decoder of the KL-f8 autoencoder (reference.md §2.9).
+"""Encoder and decoder of the KL-f8 autoencoder (docs/design.md §3.5).
 
 Attribute names are the LDM/SD checkpoint keys (``conv_in``, ``down.<i>.block.<j>``,
 ``down.<i>.downsample.conv``, ``mid.block_1``, ``mid.attn_1``, ``up.<i>.upsample.conv``, …).

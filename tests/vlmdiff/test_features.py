@@ -53,9 +53,9 @@ def test_position_embeddings_interpolate_for_256_inputs():
 
 def test_v2_resize_quirk_reinterprets_memory():
     x = torch.arange(3 * 256 * 256, dtype=torch.float32).reshape(1, 3, 256, 256)
-    quirk = build_extractor("v2s14", random_init=True, v2_resize_quirk=True)
+    reinterpreted = build_extractor("v2s14", random_init=True, v2_resize_quirk=True)
     fixed = build_extractor("v2s14", random_init=True)
-    assert quirk(x)[0].shape == fixed(x)[0].shape == (1, 384, 16, 16)
+    assert reinterpreted(x)[0].shape == fixed(x)[0].shape == (1, 384, 16, 16)
 
 
 def test_effnet_stride16_scorer_is_the_deeper_level_of_the_two_level_one():

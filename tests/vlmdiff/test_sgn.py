@@ -64,7 +64,7 @@ def test_controlled_unet(networks, controls, golden, only_mid):
 
 
 def test_only_mid_control_ignores_shallow_controls(networks, controls, golden):
-    """With only_mid_control=True, controls 0..8 never reach the UNet (reference quirk, §2.7)."""
+    """With only_mid_control=True, controls 0..8 never reach the UNet (docs/design.md R1)."""
     g = golden("unet")
     altered = [c + 100.0 if i < 9 else c for i, c in enumerate(controls)]
     with torch.no_grad():

@@ -61,7 +61,7 @@ def test_trainable_parts_moved(trained):
 
 
 def test_unused_sgn_paths_stay_exactly_zero(trained):
-    """reference.md §2.6: SFF convs and zero_convs[0..8] get zero gradient under only_mid_control=True."""
+    """docs/design.md R2: SFF convs and zero_convs[0..8] get zero gradient under only_mid_control=True."""
     model, _ = trained
     sgn = model.control_model
     for i in range(1, 4):

@@ -1,4 +1,4 @@
-"""Captioning of dataset images with a VLM (reference.md §8): prompts, backends, a sharded resumable runner.
+"""Captioning of dataset images with a VLM (docs/design.md §9): prompts, backends, a sharded resumable runner.
 
 * :mod:`~vlmdiff.captioning.prompts`: the reference's ``pd`` / ``pa`` / ``coco`` prompts, verbatim.
 * :mod:`~vlmdiff.captioning.backends`: ``transformers`` (a local image-text-to-text folder), ``openai`` (an

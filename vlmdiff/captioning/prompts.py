@@ -1,4 +1,4 @@
-"""The captioning prompts of the reference (reference.md §8.1), verbatim, and the rule that picks one."""
+"""The captioning prompts of the reference (docs/design.md §9.1), verbatim, and the rule that picks one."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Caption a dataset split into the reference's caption files (reference.md §8.3): sharded and resumable.
+"""Caption a dataset split into the reference's caption files (docs/design.md §9.3): sharded and resumable.
 
 Shard ``k`` of ``n`` covers the contiguous index range ``[start, end)`` of the split's records and writes
 ``<split>_captions_<data_set>_<vlm>_<start>_<end>.json`` plus the matching ``<split>_labels_…`` file. The
 indices are the shard's own, also for the test split (the reference names its test files with the train
-range [quirk not reproduced]; the loaders merge every shard file, so names only have to be distinct).
+range, docs/design.md D14; the loaders merge every shard file, so names only have to be distinct).
 
 Resuming: every batch is appended to ``progress/<split>_<data_set>_<vlm>_<start>_<end>.jsonl`` (one header
 line with the run's settings, then one ``{"index", "filename", "caption"}`` line per image), flushed and

@@ -1,4 +1,4 @@
-"""Caption files in the reference's formats (reference.md §8.3–8.4), attached to images by path.
+"""Caption files in the reference's formats (docs/design.md §9.3, §9.4), attached to images by path.
 
 * ``<data_set>_captions_<vlm>_<prompt_type>/`` holds ``{train,test}_captions_<data_set>_<vlm>_<start>_<end>.json``
   (a JSON list of captions) and the matching ``…_labels_…`` file (a JSON list of image filenames; for

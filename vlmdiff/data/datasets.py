@@ -1,4 +1,4 @@
-"""Torch datasets yielding the same item dict for every benchmark (reference.md §7).
+"""Torch datasets yielding the same item dict for every benchmark (docs/design.md §8.1).
 
 Item: ``jpg`` (3×S×S normalised image), ``hint`` (the same values), ``txt`` (caption, ``""`` without
 captions), ``mask`` (1×S×S in [0, 1]), ``label`` (1 = anomalous — everywhere; the reference's class index

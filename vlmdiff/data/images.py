@@ -1,4 +1,4 @@
-"""Image and mask decoding and the loaders' transforms (reference.md §7).
+"""Image and mask decoding and the loaders' transforms (docs/design.md §8.1).
 
 Image: RGB → ``Resize((S, S))`` bilinear (PIL, antialiased; aspect ratio not kept, no crop) → [0, 1] →
 ImageNet normalisation. Mask: greyscale → the same bilinear resize → [0, 1] (soft edges; binarised with

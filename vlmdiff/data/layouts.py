@@ -1,4 +1,4 @@
-"""Item lists of the benchmarks, read from their on-disk layouts (reference.md §7).
+"""Item lists of the benchmarks, read from their on-disk layouts (docs/design.md §8.2).
 
 Each reader returns :class:`Record` s; nothing is taken from lists shipped with the code. Paths in
 ``filename`` follow the reference (relative to the root for MVTec, VisA and custom folders; root-joined

