@@ -1,4 +1,5 @@
-"""Two-process CPU runs (gloo): DDP training through Lightning and a sharded test under torchrun."""
+"""Two-process CPU runs (gloo): DDP training through Lightning and a sharded test under torchrun (its maps equal
+one process's with another batch size: every image's noise is its own)."""
 
 import json
 import os
@@ -42,8 +43,10 @@ def test_two_process_train_and_test(tmp_path):
     out = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "test.py", *test_args,
                "--exp_name", "sharded"], tmp_path)
     assert "| **mean** |" in out
-    run(["test.py", *test_args, "--exp_name", "single"], tmp_path)
+    single = [a if a != "2" or test_args[i - 1] != "--batch_size" else "3" for i, a in enumerate(test_args)]
+    run(["test.py", *single, "--exp_name", "single"], tmp_path)  # one process, other batches: same maps
     a, b = (testing.load_results(tmp_path / "runs" / n) for n in ("sharded", "single"))
+    assert list(a["filenames"]) == list(b["filenames"])
     np.testing.assert_array_equal(a["maps"], b["maps"])
     assert json.loads((tmp_path / "runs" / "sharded" / "results.json").read_text())["results"] == \
         json.loads((tmp_path / "runs" / "single" / "results.json").read_text())["results"]

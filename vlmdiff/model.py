@@ -120,6 +120,14 @@ class VLMDiff(L.LightningModule):
         """``z = scale_factor · sample(q(z|x))`` — a posterior sample, not its mean, as the reference."""
         return self.scale_factor * posterior.sample(noise=noise, generator=generator)
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(C, h, w)`` of the latent (and of the posterior and start noise) of an ``height × width`` image."""
+        ae = self.first_stage_model
+        factor = 2 ** (len(ae.encoder.down) - 1)
+        if height % factor or width % factor:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the autoencoder's factor {factor}")
+        return int(ae.embed_dim), height // factor, width // factor
+
     @torch.no_grad()
     def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
         return self.first_stage_model.decode(z / self.scale_factor)

@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from utils.io import write_bytes, write_json, write_text
 from vlmdiff.data.images import denormalize, image_to_tensor, is_image, load_rgb
+from vlmdiff.inference import score_images
 from vlmdiff.metrics import binary_curve
 from vlmdiff.report import heatmap_overlay, to_uint8_rgb
-from vlmdiff.scoring import anomaly_map, image_scores
 
 
 def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -58,19 +58,22 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
 def predict_folder(model, extractor, folder, out_dir, *, threshold: float, image_size: int = 256,
                    method: str = "pooled", batch_size: int = 8, sigma: float = 5.0, seed: int = 0,
                    reconstruct_kwargs: dict | None = None) -> list[dict]:
-    """Score every image under ``folder``; write maps, overlays and ``predictions.csv`` to ``out_dir``."""
+    """Score every image under ``folder``; write maps, overlays and ``predictions.csv`` to ``out_dir``.
+
+    An image's noise is seeded by ``seed`` and its path relative to ``folder``
+    (:func:`vlmdiff.inference.image_noise`): its score does not depend on ``batch_size``.
+    """
     folder, out_dir = Path(folder), Path(out_dir)
     images = find_images(folder)
-    device = next(model.parameters()).device
     rows = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch"):
         paths = images[start:start + batch_size]
-        x = torch.stack([image_to_tensor(load_rgb(p), image_size) for p in paths]).to(device)
-        g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + start)
-        samples = model.reconstruct(x, generator=g, **(reconstruct_kwargs or {}))["samples"]
-        maps = anomaly_map(extractor(x), extractor(samples), image_size, sigma=sigma)
-        scores = image_scores(maps, method if min(maps.shape[1:]) >= 57 else "max")
-        rgb = denormalize(x.cpu()).numpy()
+        keys = [p.relative_to(folder).as_posix() for p in paths]
+        x = torch.stack([image_to_tensor(load_rgb(p), image_size) for p in paths])
+        res = score_images(model, extractor, x, keys, seed=seed, sigma=sigma, image_score=method,
+                           **(reconstruct_kwargs or {}))
+        maps, scores = res["maps"], res["scores"]
+        rgb = denormalize(x).numpy()
         for p, amap, score, img in zip(paths, maps, scores, rgb):
             name = p.relative_to(folder).with_suffix("").as_posix().replace("/", "__")
             grey = np.clip(np.round(amap / max(2 * threshold, 1e-12) * 255), 0, 255).astype(np.uint8)

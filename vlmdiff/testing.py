@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from utils.io import atomic_path, write_json
 from vlmdiff.data.images import denormalize
+from vlmdiff.inference import score_images
 from vlmdiff.run_config import DataRunConfig
 from vlmdiff.metrics import MetricAccumulator
 from vlmdiff.predict import write_thresholds
 from vlmdiff.report import write_class_plots, write_html_report, write_tables, write_visuals
-from vlmdiff.scoring import anomaly_map, image_scores
+from vlmdiff.scoring import image_scores
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +93,16 @@ def _write_batch(path: Path, **arrays) -> None:
             np.savez(fh, **arrays)
 
 
-@torch.no_grad()
-def score_batch(model, extractor, batch: dict, cfg: TestConfig, generator: torch.Generator) -> dict:
-    """Reconstruct a batch and compare features: maps ``(B, S, S)`` float64 and decoded images."""
-    images = batch["jpg"]
-    captions = list(batch["txt"]) if cfg.use_captions else None
-    out = model.reconstruct(images, batch["hint"], captions, ddim_steps=cfg.ddim_steps,
-                            guidance_scale=cfg.guidance_scale, start_timestep=cfg.start_timestep,
-                            start_mode=cfg.start_mode, generator=generator,
-                            return_ae_reconstruction=cfg.save_visuals)
-    samples = out["samples"]
-    device = samples.device
-    feats_in, feats_out = extractor(images.to(device)), extractor(samples)
-    maps = anomaly_map(feats_in, feats_out, images.shape[-1], sigma=cfg.sigma)
-    return {"maps": maps, "samples": samples.cpu(), "reconstruction": out.get("reconstruction")}
+def score_batch(model, extractor, batch: dict, cfg: TestConfig) -> dict:
+    """Reconstruct a batch and compare features: maps ``(B, S, S)`` float64 and decoded images.
+
+    Each image's noise is seeded by ``cfg.seed`` and its key (:func:`vlmdiff.inference.image_noise`).
+    """
+    return score_images(model, extractor, batch["jpg"], list(batch["key"]), seed=cfg.seed,
+                        captions=list(batch["txt"]) if cfg.use_captions else None, hints=batch["hint"],
+                        ddim_steps=cfg.ddim_steps, guidance_scale=cfg.guidance_scale,
+                        start_timestep=cfg.start_timestep, start_mode=cfg.start_mode, sigma=cfg.sigma,
+                        return_ae_reconstruction=cfg.save_visuals)
 
 
 def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, world_size: int = 1) -> None:
@@ -117,11 +114,9 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
     todo = [b for b in range(len(batches)) if b % world_size == rank and not _batch_file(run, b).is_file()]
     if len(todo) < len(batches) // world_size:
         log.info("resuming: %d of this process's batches already scored", len(batches) // world_size - len(todo))
-    device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_sampler=[batches[b] for b in todo], num_workers=cfg.num_workers)
     for b, batch in zip(tqdm(todo, desc=f"test [{rank}]", unit="batch", disable=not todo), loader):
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + b)  # per batch: resumable
-        res = score_batch(model, extractor, batch, cfg, generator)
+        res = score_batch(model, extractor, batch, cfg)
         gt = (batch["mask"][:, 0] > 0).numpy()
         if cfg.save_visuals:
             _save_batch_visuals(run, batch, res)

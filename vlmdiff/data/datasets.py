@@ -2,7 +2,9 @@
 
 Item: ``jpg`` (3×S×S normalised image), ``hint`` (the same values), ``txt`` (caption, ``""`` without
 captions), ``mask`` (1×S×S in [0, 1]), ``label`` (1 = anomalous — everywhere; the reference's class index
-for MVTec/VisA is not used), ``clsname``, ``filename``, ``has_mask``.
+for MVTec/VisA is not used), ``clsname``, ``filename``, ``has_mask`` and ``key``: the image's path relative
+to the dataset root with ``/`` separators, a stable name that seeds the image's test-time noise
+(:mod:`vlmdiff.inference`).
 """
 
 from __future__ import annotations
@@ -33,11 +35,15 @@ class AnomalyDataset(Dataset):
         records: the split's images.
         image_size: side S of the square output.
         captions: captions read by :mod:`vlmdiff.data.captions`, matched by filename; None gives ``""``.
+        root: the dataset root; keys are the images' paths relative to it (None: the records' filenames).
     """
 
-    def __init__(self, records: Sequence[Record], image_size: int = 256, captions: Captions | None = None):
+    def __init__(self, records: Sequence[Record], image_size: int = 256, captions: Captions | None = None,
+                 root: str | os.PathLike | None = None):
         self.records = list(records)
         self.image_size = image_size
+        self._keys = [_relative_key(r.image, root) if root is not None else _posix(r.filename)
+                      for r in self.records]
         self.captions = ([""] * len(self.records) if captions is None
                          else match_captions([r.filename for r in self.records], captions))
         self.has_masks = all(r.has_mask for r in self.records)
@@ -47,6 +53,14 @@ class AnomalyDataset(Dataset):
     @property
     def clsnames(self) -> list[str]:
         return sorted({r.clsname for r in self.records})
+
+    @property
+    def keys(self) -> list[str]:
+        """Every item's key (its path relative to the dataset root, ``/``-separated), in item order."""
+        return list(self._keys)
+
+    def image_key(self, index: int) -> str:
+        return self._keys[index]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -63,7 +77,7 @@ class AnomalyDataset(Dataset):
         else:
             mask = torch.zeros(1, self.image_size, self.image_size)
         return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index], "mask": mask, "label": r.label,
-                "clsname": r.clsname, "filename": r.filename, "has_mask": r.has_mask}
+                "clsname": r.clsname, "filename": r.filename, "has_mask": r.has_mask, "key": self._keys[index]}
 
 
 class CifarDataset(Dataset):
@@ -88,6 +102,14 @@ class CifarDataset(Dataset):
     def clsnames(self) -> list[str]:
         return [self.name]
 
+    @property
+    def keys(self) -> list[str]:
+        """Every item's key: ``<split>/<index in the CIFAR batch>``."""
+        return list(self.filenames)
+
+    def image_key(self, index: int) -> str:
+        return self.filenames[index]
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -95,7 +117,17 @@ class CifarDataset(Dataset):
         jpg = image_to_tensor(Image.fromarray(self.images[index]), self.image_size)
         return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index],
                 "mask": torch.zeros(1, self.image_size, self.image_size), "label": int(self.labels[index]),
-                "clsname": self.name, "filename": self.filenames[index], "has_mask": False}
+                "clsname": self.name, "filename": self.filenames[index], "has_mask": False,
+                "key": self.filenames[index]}
+
+
+def _posix(name: str) -> str:
+    return str(name).replace("\\", "/")
+
+
+def _relative_key(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` relative to ``root``, ``/``-separated (``..`` components for a file outside the root)."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -154,4 +186,4 @@ def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size:
         raise ValueError(f"unknown dataset {name!r}; valid: {list(DATASETS)}")
     records = readers[name]()
     log_summary(records, name, split)
-    return AnomalyDataset(records, image_size, captions)
+    return AnomalyDataset(records, image_size, captions, root=root)
