@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -27,7 +28,7 @@ from vlmdiff.inference import score_images
 from vlmdiff.run_config import DataRunConfig
 from vlmdiff.metrics import MetricAccumulator
 from vlmdiff.predict import write_thresholds
-from vlmdiff.report import write_class_plots, write_html_report, write_tables, write_visuals
+from vlmdiff.report import write_class_plots, write_gallery_images, write_html_report, write_tables, write_visuals
 from vlmdiff.scoring import image_scores
 
 log = logging.getLogger(__name__)
@@ -174,9 +175,15 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
     method = "pooled" if cfg.metrics_mode == "paper" else "max"
     acc = MetricAccumulator(cfg.metrics_mode, pixel=pixel, device=device)
     filenames: dict[str, list[str]] = {}
+    where: dict[str, list[tuple[Path, int]]] = {}  # per class: (batch file, row) of each image, in order
+    scale: dict[str, list[float]] = {}  # per class: [min, max] of its maps, the report's one colour scale
     for f in tqdm(files, desc="metrics, pass 1/2", unit="batch", leave=False):
         with np.load(f) as z:
             maps, clsnames = z["maps"], z["clsnames"]
+            for row, cls in enumerate(clsnames.tolist()):
+                where.setdefault(cls, []).append((f, row))
+                lo, hi = scale.setdefault(cls, [np.inf, -np.inf])
+                scale[cls] = [min(lo, float(maps[row].min())), max(hi, float(maps[row].max()))]
             if method == "pooled" and min(maps.shape[1:]) < 57:
                 method = "max"
                 log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
@@ -194,16 +201,33 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
         scores, labels = acc.classes[cls].image_results()
         scored[cls] = (scores, labels)
         plots.append(write_class_plots(run / "report", cls, scores, labels)["curves"])
-        gallery += _gallery(run, cls, filenames[cls], scores, labels, cfg.gallery_per_class)
+        gallery += _gallery(run, cls, filenames[cls], scores, labels, cfg.gallery_per_class, where[cls], scale[cls])
     write_thresholds(run / "thresholds.json", scored, method)
     config = config_dump or asdict(cfg)
     write_tables(results, run, config)
-    write_html_report(run / "report" / "index.html", results, plots=plots, gallery=gallery, config=config)
+    write_html_report(run / "report" / "index.html", results, plots=plots, gallery=gallery, config=config,
+                      about=_about(cfg))
     return results
 
 
-def _gallery(run: Path, cls: str, filenames: Sequence[str], scores: np.ndarray, labels: np.ndarray, k: int) -> list:
-    """Worst cases first (highest-scored normal, lowest-scored anomalous), then the best detections."""
+def _about(cfg: TestConfig) -> dict[str, str]:
+    """What the report's page states above its table."""
+    captions = f"captions from {cfg.caption_folder}" if cfg.use_captions else "no captions"
+    return {"checkpoint": str(cfg.resume_path), "model config": str(cfg.model_config),
+            "data": f"{cfg.data_set} at {cfg.data_path}", "scorer": str(cfg.scorer),
+            "protocol": (f"noise to t = {cfg.start_timestep} ({cfg.start_mode} start), {cfg.ddim_steps} DDIM steps, "
+                         f"guidance {cfg.guidance_scale:g}, {captions}, Gaussian σ = {cfg.sigma:g}, "
+                         f"seed {cfg.seed}"),
+            "metrics": f"{cfg.metrics_mode} mode", "gallery": "heatmaps share one colour scale per class"}
+
+
+def _gallery(run: Path, cls: str, filenames: Sequence[str], scores: np.ndarray, labels: np.ndarray, k: int,
+             where: Sequence[tuple[Path, int]] = (), scale: Sequence[float] = (0.0, 1.0)) -> list:
+    """Worst cases first (highest-scored normal, lowest-scored anomalous), then the best detections.
+
+    Each entry shows the input with its ground truth outlined, the diffusion reconstruction and the
+    anomaly map on the class's colour scale ``scale`` (so a normal image shows no hot spot of its own).
+    """
     folder = run / "visuals" / cls
     if k <= 0 or not folder.is_dir():
         return []
@@ -211,12 +235,23 @@ def _gallery(run: Path, cls: str, filenames: Sequence[str], scores: np.ndarray, 
     normal, anomalous = [i for i in order if labels[i] == 0], [i for i in order if labels[i] == 1]
     picks = [("false alarm?", i) for i in normal[::-1][:k]] + [("missed?", i) for i in anomalous[:k]]
     picks += [("detected", i) for i in anomalous[::-1][:k]]
+    lo, hi = scale
+    heading = ["input, ground truth outlined", "diffusion reconstruction",
+               f"anomaly heatmap (class scale {lo:.3f} to {hi:.3f})"]
     out = []
     for what, i in picks:
         name = visual_name(str(filenames[i]))
-        images = [folder / f"{name}-{kind}" for kind in ("input.jpg", "samples.jpg", "heatmap.png")]
-        if all(p.is_file() for p in images):
-            out.append({"caption": f"{cls} {what} score {scores[i]:.3f} ({filenames[i]})", "images": images})
+        source = [folder / f"{name}-{kind}" for kind in ("input.jpg", "samples.jpg")]
+        if not all(p.is_file() for p in source) or i >= len(where):
+            continue
+        batch_file, row = where[i]
+        with np.load(batch_file) as z:
+            amap, gt = z["maps"][row], (z["gt"][row] if bool(z["has_mask"][row]) else None)
+        rgb = np.asarray(Image.open(source[0]).convert("RGB"))
+        made = write_gallery_images(run / "report" / "gallery" / cls, name, input_rgb=rgb, amap=amap, mask=gt,
+                                    vmin=lo, vmax=hi)
+        out.append({"caption": f"{cls} {what} score {scores[i]:.3f} ({filenames[i]})",
+                    "images": [made["input_gt"], source[1], made["heatmap_class"]], "labels": heading})
     return out
 
 

@@ -1,0 +1,114 @@
+"""Pieces of the CPU demo (``scripts/demo.py``) that are worth testing on their own.
+
+* :func:`reconstruction_l1` measures how close the diffusion reconstructions (and the autoencoder round
+  trip) are to their inputs, the evidence that training taught the semantic-guided network to control the
+  reconstruction.
+* :func:`write_summary` writes ``summary.json``: wall time per stage, both metric modes of the trained and
+  of the untrained model, and the three reconstruction distances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from utils.io import write_json
+
+
+@torch.no_grad()
+def reconstruction_l1(model, images: torch.Tensor, noise_fn: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+                      *, batch_size: int = 8, **reconstruct_kwargs) -> dict[str, float]:
+    """Mean absolute difference (ImageNet-normalised units) between ``images`` and (a) their diffusion
+    reconstructions, ``"samples"``, (b) their autoencoder round trip, ``"autoencoder"``.
+
+    ``noise_fn(start, stop)`` returns ``(posterior_noise, noise)`` for images ``start:stop``, so the
+    reconstructions are the ones the test run scored.
+    """
+    totals = {"samples": 0.0, "autoencoder": 0.0}
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        posterior_noise, noise = noise_fn(start, start + len(x))
+        out = model.reconstruct(x, posterior_noise=posterior_noise, noise=noise, return_ae_reconstruction=True,
+                                **reconstruct_kwargs)
+        x = x.to(out["samples"].device)
+        totals["samples"] += float((out["samples"] - x).abs().mean(dim=(1, 2, 3)).sum())
+        totals["autoencoder"] += float((out["reconstruction"] - x).abs().mean(dim=(1, 2, 3)).sum())
+    return {k: v / max(len(images), 1) for k, v in totals.items()}
+
+
+def write_summary(path: str | os.PathLike, *, wall_s: float, stages_s: Mapping[str, float], metrics: Mapping,
+                  untrained_metrics: Mapping, l1_samples: float, l1_autoencoder: float,
+                  l1_untrained_samples: float, extra: Mapping | None = None) -> dict:
+    """Write ``summary.json`` atomically and return its content."""
+    summary = {"wall_s": wall_s, "stages_s": dict(stages_s), "metrics": metrics, "untrained_metrics": untrained_metrics,
+               "l1_samples": l1_samples, "l1_autoencoder": l1_autoencoder,
+               "l1_untrained_samples": l1_untrained_samples, **(extra or {})}
+    write_json(Path(path), summary)
+    return json.loads(json.dumps(summary))
+
+
+def write_random_sd(model_config, path: str | os.PathLike, *, seed: int = 0) -> None:
+    """A freshly initialised model of ``model_config`` saved in Stable Diffusion's layout (the demo's
+    ``--sd ''``: training from a random UNet)."""
+    from safetensors.torch import save_file
+
+    from utils.io import atomic_path
+    from utils.seed import seed_everything
+    from vlmdiff.diffusion_pretrain import sd_layout_state_dict
+    from vlmdiff.model import create_model
+
+    seed_everything(seed)
+    with atomic_path(Path(path)) as tmp:
+        save_file(sd_layout_state_dict(create_model(model_config), torch.float32), str(tmp))
+
+
+def evaluate_both_modes(run: str | os.PathLike) -> dict:
+    """``{"paper": results, "exact": results}`` of a test run's stored maps (:mod:`vlmdiff.metrics`)."""
+    from vlmdiff.metrics import evaluate
+    from vlmdiff.testing import load_results
+
+    res = load_results(Path(run))
+    masks = res["gt"] if bool(res["has_mask"].all()) else None
+    return {mode: evaluate(res["maps"], masks, res["clsnames"], mode, labels=res["labels"]) for mode in ("paper", "exact")}
+
+
+def compare_tables(metrics: Mapping, untrained: Mapping, mode: str = "paper") -> str:
+    """A markdown table: each metric of the trained model beside its untrained start's, per class (percent)."""
+    trained, before = metrics[mode], untrained[mode]
+    keys = [k for k in trained["mean"]]
+    head = "| class | " + " | ".join(f"{k} trained / untrained" for k in keys) + " |"
+    rows = [head, "|---" * (len(keys) + 1) + "|"]
+    for cls in [c for c in trained if c != "mean"] + ["mean"]:
+        name = f"**{cls}**" if cls == "mean" else cls
+        cells = [f"{100 * trained[cls][k]:.1f} / {100 * before[cls][k]:.1f}" for k in keys]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return f"{mode} mode, trained / untrained start:\n" + "\n".join(rows)
+
+
+def normal_test_l1(model_config, checkpoints: Mapping[str, str | os.PathLike], data_set: str, data_path,
+                   *, classes=None, image_size: int, seed: int, only_mid_control: bool = True, batch_size: int = 8,
+                   **protocol) -> dict[str, dict[str, float]]:
+    """:func:`reconstruction_l1` of each checkpoint on the normal test images, with the test run's
+    per-image noise (so the distances are those of the reconstructions the test scored)."""
+    from vlmdiff.data import build_dataset
+    from vlmdiff.inference import image_noise
+    from vlmdiff.model import create_model
+
+    ds = build_dataset(data_set, data_path, "test", image_size=image_size, classes=classes)
+    normal = [i for i, r in enumerate(ds.records) if r.label == 0]
+    images = torch.stack([ds[i]["jpg"] for i in normal])
+    keys = [ds.keys[i] for i in normal]
+    out = {}
+    for name, path in checkpoints.items():
+        model = create_model(model_config)
+        model.load_checkpoint(path)
+        model.only_mid_control = only_mid_control
+        model.eval()
+        shape = model.latent_shape(image_size, image_size)
+        out[name] = reconstruction_l1(model, images, lambda a, b: image_noise(keys[a:b], seed, shape),
+                                      batch_size=batch_size, **protocol)
+    return out

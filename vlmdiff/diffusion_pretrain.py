@@ -1,0 +1,157 @@
+"""Pretraining a small latent diffusion UNet on general photographs: the demo's stand-in for Stable Diffusion.
+
+The paper starts from Stable Diffusion 1.5, a UNet that already denoises natural-image latents, and trains
+only the semantic-guided network and the UNet decoder on the normal images of a dataset. A toy model trained
+from random weights for a few hundred updates learns nothing usable from a t = 999 start, so the demo starts,
+like the paper, from a pretrained UNet: :func:`pretrain_unet` trains the whole UNet of a (tiny) VLMDiff
+configuration with the ε-prediction loss on latents of photographs, the autoencoder and the text encoder
+frozen, and :func:`sd_layout_state_dict` writes the result in Stable Diffusion's key layout, so that
+``build_model.py --sd`` consumes it exactly as it consumes SD-1.5.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch.utils.data import Dataset
+
+from ldm.modules.unet import UNetModel
+from vlmdiff.model import VLMDiff
+
+log = logging.getLogger(__name__)
+
+# the demo's stand-in for SD-1.5: configs/tiny.yaml's UNet pretrained by scripts/pretrain_tiny_diffusion.py
+BUNDLED_TINY_SD = Path(__file__).parent / "assets" / "tiny_sd.safetensors"
+SD_PREFIXES = ("model.diffusion_model.", "cond_stage_model.", "first_stage_model.")
+
+
+@torch.no_grad()
+def encode_bank(model: VLMDiff, dataset: Dataset, *, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """Posterior parameters ``(N, 2·C, h, w)`` (mean and log-variance) of every ``jpg`` of ``dataset``.
+
+    Latents are sampled from them afresh at every use, as training samples the posterior of every image.
+    """
+    from tqdm.auto import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="encoding photographs", disable=not progress):
+        x = torch.stack([dataset[i]["jpg"] for i in range(start, min(start + batch_size, len(dataset)))])
+        posterior = model.encode_first_stage(x.to(model.device).float())
+        out.append(torch.cat([posterior.mean, posterior.logvar], dim=1).cpu())
+    return torch.cat(out)
+
+
+def sample_latents(model: VLMDiff, moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``scale_factor ·`` a posterior sample of each row of ``moments`` (see :func:`encode_bank`)."""
+    mean, logvar = moments.chunk(2, dim=1)
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+    return model.scale_factor * (mean + std * eps)
+
+
+def denoising_error(model: VLMDiff, moments: torch.Tensor, *, timesteps=(100, 400, 700, 999), seed: int = 0,
+                    caption: str = "") -> dict[int, float]:
+    """Mean squared error of the predicted noise at fixed ``timesteps`` on held-out latents (no control).
+
+    The same latents and noise for every call with the same ``seed``: comparable across weights.
+    """
+    unet = model.model.diffusion_model
+    was_training = unet.training
+    unet.eval()
+    g = torch.Generator().manual_seed(seed)
+    z = sample_latents(model, moments, g).to(model.device)
+    context = model.get_learned_conditioning([caption] * len(z))
+    out = {}
+    with torch.no_grad():
+        for t in timesteps:
+            noise = torch.randn(z.shape, generator=g).to(model.device)
+            tt = torch.full((len(z),), int(t), device=model.device, dtype=torch.long)
+            eps = UNetModel.forward(unet, model.q_sample(z, tt, noise), tt, context)
+            out[int(t)] = float(((eps - noise) ** 2).mean())
+    unet.train(was_training)
+    return out
+
+
+def pretrain_unet(model: VLMDiff, moments: torch.Tensor, *, steps: int, batch_size: int = 32,
+                  learning_rate: float = 1e-3, warmup: int = 100, caption: str = "", seed: int = 0,
+                  eval_moments: torch.Tensor | None = None, eval_every: int = 1000,
+                  on_eval: Callable[[int], None] | None = None,
+                  progress: bool = True) -> list[tuple[int, dict[int, float]]]:
+    """Train the whole UNet of ``model`` (encoder included) as a latent diffusion model.
+
+    ε-prediction MSE at uniform timesteps (the paper's training loss), AdamW with a linear warm-up and a
+    cosine decay to a tenth, batches drawn with replacement from ``moments`` (:func:`encode_bank`) by a
+    generator seeded with ``seed``; every latent is a fresh posterior sample. The caption is the same for
+    every image (``""``: what an unconditioned test run feeds).
+
+    Returns:
+        ``[(step, denoising_error(eval_moments))]`` every ``eval_every`` updates and at the end (empty
+        without ``eval_moments``); ``on_eval(step)`` is called at the same points (to save snapshots).
+    """
+    from tqdm.auto import tqdm
+
+    unet = model.model.diffusion_model
+    unet.requires_grad_(True)
+    unet.set_gradient_checkpointing(False)  # memory is not the limit of a tiny UNet; recomputation is time
+    params = list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+
+    def lr_factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warmup) / max(steps - warmup, 1)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    g = torch.Generator().manual_seed(seed)
+    context = model.get_learned_conditioning([caption]).expand(batch_size, -1, -1)
+    history = []
+
+    def evaluate(step: int) -> None:
+        if eval_moments is not None:
+            err = denoising_error(model, eval_moments, caption=caption)
+            history.append((step, err))
+            log.info("step %d: held-out noise MSE %s", step, {t: round(v, 4) for t, v in err.items()})
+        if on_eval is not None:
+            on_eval(step)
+
+    unet.train()
+    bar = tqdm(range(steps), desc="UNet pretraining", disable=not progress)
+    for step in bar:
+        if step % eval_every == 0:
+            evaluate(step)
+        idx = torch.randint(0, len(moments), (batch_size,), generator=g)
+        z = sample_latents(model, moments[idx], g).to(model.device)
+        t = torch.randint(0, model.num_timesteps, (batch_size,), generator=g).to(model.device)
+        noise = torch.randn(z.shape, generator=g).to(model.device)
+        eps = UNetModel.forward(unet, model.q_sample(z, t, noise), t, context)
+        loss = ((eps - noise) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    evaluate(steps)
+    unet.eval()
+    return history
+
+
+def sd_layout_state_dict(model: VLMDiff, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """The UNet, text encoder and autoencoder of ``model`` under Stable Diffusion's checkpoint keys."""
+    state = model.state_dict()
+    return {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in state.items() if k.startswith(SD_PREFIXES)}
+
+
+def load_sd_layout(model: VLMDiff, state: Mapping[str, torch.Tensor]) -> None:
+    """Load an SD-layout state dict (:func:`sd_layout_state_dict`) into the matching parts of ``model``."""
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith(SD_PREFIXES) and k not in state
+               and not k.endswith("embeddings.position_ids")]
+    if missing:
+        raise ValueError(f"{len(missing)} key(s) missing, e.g. {missing[:3]}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items() if k in own}, strict=False)
