@@ -42,9 +42,9 @@ def test_bundled_unet_denoises_held_out_photographs_better_than_random_weights(h
     random_model.first_stage_model.load_state_dict(trained.first_stage_model.state_dict())
     torch.nn.init.normal_(random_model.model.diffusion_model.out[2].weight, std=0.02)  # not the zero init
     err_trained, err_random = denoising_error(trained, held_out), denoising_error(random_model, held_out)
-    for t in err_trained:
-        assert err_trained[t] < 0.8 * err_random[t], (t, err_trained, err_random)
-    assert sum(err_trained.values()) / len(err_trained) < 0.5
+    for t in err_trained:  # measured: 0.17, 0.057, 0.018, 0.009 against about 1.02 at t = 100, 400, 700, 999
+        assert err_trained[t] < 0.3 * err_random[t], (t, err_trained, err_random)
+    assert sum(err_trained.values()) / len(err_trained) < 0.1
 
 
 def test_build_model_assembles_from_the_bundled_file_as_from_sd(tmp_path):
