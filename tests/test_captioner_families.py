@@ -50,7 +50,8 @@ def sample_images() -> list[Image.Image]:
 
 def assert_clean(captions, backend, n_chars=NEW_TOKENS):
     """Exactly the generated characters: no prompt echo, no template or special-token text, no blanks."""
-    specials = set(backend.tokenizer.all_special_tokens) | {str(t) for t in backend.tokenizer.added_tokens_decoder.values()}
+    tok = backend.tokenizer
+    specials = set(tok.all_special_tokens) | {str(t) for t in tok.added_tokens_decoder.values()}
     for c in captions:
         assert isinstance(c, str) and len(c) == n_chars and not any(ch.isspace() for ch in c), repr(c)
         assert not any(s in c for s in specials), repr(c)

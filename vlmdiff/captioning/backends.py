@@ -150,7 +150,7 @@ class TransformersCaptioner:
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **extra)
         ids = inputs.get("input_ids")
         if not self.encoder_decoder and ids is not None:
-            n = ids.shape[1]  # decoder-only models return the prompt, then the new tokens
+            n = ids.shape[1]  # decoder-only models return the prompt, then the new tokens (a few only the latter)
             if out.shape[1] >= n and torch.equal(out[:, :n].to(ids), ids):
                 out = out[:, n:]
         return [t.strip() for t in self.processor.batch_decode(out, skip_special_tokens=True)]
@@ -179,7 +179,7 @@ def check_model_folder(path: Path, trust_remote_code: bool = False) -> None:
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{config_file}: unreadable ({_one_line(err)})") from err
     model_type = config.get("model_type")
-    if model_type in CONFIG_MAPPING_NAMES:
+    if model_type is None or model_type in CONFIG_MAPPING_NAMES:  # None: left to transformers to work out
         return
     if config.get("auto_map"):
         if not trust_remote_code:
