@@ -1,4 +1,5 @@
-"""captioner.py and vlmdiff.captioning: caption files, resume, shards, the endpoint and transformers backends."""
+"""captioner.py and vlmdiff.captioning: caption files, resume, shards, the endpoint backend (the transformers
+backend on every VLM family: test_captioner_families.py)."""
 
 import base64
 import hashlib
@@ -200,54 +201,6 @@ def test_endpoint_retries_then_fails_clearly(server):
 def test_template_refuses_to_guess():
     with pytest.raises(ValueError, match="class name"):
         TemplateCaptioner().caption([None], "p")
-
-
-def _tiny_llava(folder):
-    """A random 1-layer LLaVA (CLIP ViT 16×16 + Llama) with an offline word-level tokenizer, saved to ``folder``."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor, PreTrainedTokenizerFast)
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    words = ["<unk>", "<pad>", "<s>", "</s>", "<image>"] + "user assistant : describe the image a photo of".split()
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
-                                        bos_token="<s>", eos_token="</s>",
-                                        extra_special_tokens={"image_token": "<image>"})
-    template = ("{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}{% if c['type'] == 'image' %}"
-                "<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
-                "{% if add_generation_prompt %}assistant : {% endif %}")
-    processor = LlavaProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 16},
-                                                                     crop_size={"height": 16, "width": 16}),
-                               tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=template)
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=16, patch_size=8, projection_dim=16)
-    text = LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                       pad_token_id=1, bos_token_id=2, eos_token_id=3)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=words.index("<image>"),
-                         vision_feature_layer=-1, vision_feature_select_strategy="default")
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-def test_transformers_backend_tiny_random_vlm(dataset, tmp_path):
-    model = _tiny_llava(tmp_path / "tiny-llava")
-    out = tmp_path / "hf"
-    assert captioner.main(["--data_set", "mvtec", "--data_path", str(dataset), "--model_path", str(model),
-                           "--device", "cpu", "--dtype", "float32", "--max_new_tokens", "4", "--batch_size", "3",
-                           "--output_dir", str(out)]) == 0
-    files = _files(out)
-    for split in ("train", "test"):
-        captions = files[f"{split}_captions_mvtec_tiny-llava_0_4.json"]
-        assert len(captions) == 4 and all(isinstance(c, str) for c in captions)  # random words
-        assert files[f"{split}_labels_mvtec_tiny-llava_0_4.json"] == [
-            r.filename for r in build_dataset("mvtec", dataset, split).records]
 
 
 def test_missing_model_folder_is_an_error(dataset, tmp_path):

@@ -84,6 +84,7 @@ class TransformersCaptioner:
             raise FileNotFoundError(f"{path}: model folder not found (give a local folder; nothing is downloaded)")
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {list(DTYPES)}")
+        check_model_folder(path, trust_remote_code)
         self.name = path.name
         self.max_new_tokens = max_new_tokens
         kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code)
@@ -91,42 +92,103 @@ class TransformersCaptioner:
             self.processor = AutoProcessor.from_pretrained(path, **kwargs)
             self.model = AutoModelForImageTextToText.from_pretrained(
                 path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs)
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"{path}: cannot load an image-text-to-text model and its processor ({err}); "
-                             "models with custom code need --trust_remote_code") from err
+        except ImportError as err:
+            raise ImportError(f"{path}: a package the model or its processor needs is missing: "
+                              f"{_one_line(err)}") from err
+        except Exception as err:  # the library's own message, on one line, with the folder
+            raise ValueError(f"{path}: cannot load an image-text-to-text model and its processor: "
+                             f"{type(err).__name__}: {_one_line(err)}") from err
         self.model.to(device).eval()
         self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
         tokenizer = getattr(self.processor, "tokenizer", None)
         if tokenizer is not None and not self.encoder_decoder:
             tokenizer.padding_side = "left"  # batched generation of a decoder-only model continues on the right
         self.tokenizer = tokenizer
+        self._texts: dict[str, str] = {}
 
-    def _text(self, prompt: str) -> str:
-        """The prompt in the model's chat format (with its image placeholder)."""
+    def _text(self, prompt: str, image: Image.Image) -> str:
+        """The prompt as the model's processor expects it.
+
+        With a chat template (instruction-tuned models): one user turn of an image and the prompt, then the
+        assistant's turn opened. Without one (e.g. BLIP-2): the bare prompt when the processor inserts the
+        image tokens itself (BLIP-2's query tokens), else the processor's image placeholder, a newline and
+        the prompt. Decided once per prompt, on the first image.
+        """
+        if prompt in self._texts:
+            return self._texts[prompt]
         if getattr(self.processor, "chat_template", None):
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        image_token = getattr(self.processor, "image_token", None)
-        return f"{image_token}\n{prompt}" if image_token else prompt
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = prompt
+            image_token = getattr(self.processor, "image_token", None)
+            image_token = getattr(image_token, "content", image_token)  # an AddedToken in some processors
+            if image_token and self.tokenizer is not None:
+                token_id = self.tokenizer.convert_tokens_to_ids(image_token)
+                ids = self.processor(images=[image], text=[prompt], return_tensors="pt").get("input_ids")
+                if ids is not None and not bool((ids == token_id).any()):
+                    text = f"{image_token}\n{prompt}"
+        self._texts[prompt] = text
+        return text
 
     def caption(self, images, prompt, clsnames=None):
         import torch
 
-        text = self._text(prompt)
+        if not images:
+            return []
+        text = self._text(prompt, images[0])
         inputs = self.processor(images=list(images), text=[text] * len(images), return_tensors="pt", padding=True)
         inputs = inputs.to(self.model.device)
         for k, v in inputs.items():  # pixel values in the model's dtype, ids untouched
             if torch.is_floating_point(v):
                 inputs[k] = v.to(self.model.dtype)
-        pad_id = getattr(self.tokenizer, "pad_token_id", None) or getattr(self.tokenizer, "eos_token_id", None)
+        pad_id = getattr(self.tokenizer, "pad_token_id", None)  # T5's is 0: test for None, not falsiness
+        if pad_id is None:
+            pad_id = getattr(self.tokenizer, "eos_token_id", None)
+        extra = {} if pad_id is None else {"pad_token_id": pad_id}
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=pad_id)
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **extra)
         ids = inputs.get("input_ids")
-        n = ids.shape[1] if ids is not None else 0
-        if ids is not None and out.shape[1] >= n and torch.equal(out[:, :n].to(ids), ids):
-            out = out[:, n:]  # decoder-only models return the prompt too
+        if not self.encoder_decoder and ids is not None:
+            n = ids.shape[1]  # decoder-only models return the prompt, then the new tokens (a few only the latter)
+            if out.shape[1] >= n and torch.equal(out[:, :n].to(ids), ids):
+                out = out[:, n:]
         return [t.strip() for t in self.processor.batch_decode(out, skip_special_tokens=True)]
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def check_model_folder(path: Path, trust_remote_code: bool = False) -> None:
+    """Fail early, with what is missing, on a folder transformers cannot load natively.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` (not a ``save_pretrained`` folder).
+        ValueError: the model type is unknown to the installed transformers: either the folder brings its
+            own modelling code (``auto_map``) and ``trust_remote_code`` is off, or no code exists for it.
+    """
+    from transformers import __version__
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: missing (a model folder as written by save_pretrained is needed)")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{config_file}: unreadable ({_one_line(err)})") from err
+    model_type = config.get("model_type")
+    if model_type is None or model_type in CONFIG_MAPPING_NAMES:  # None: left to transformers to work out
+        return
+    if config.get("auto_map"):
+        if not trust_remote_code:
+            raise ValueError(f"{path}: model type {model_type!r} is not part of transformers {__version__}; the "
+                             "folder brings its own code (auto_map in config.json): pass --trust_remote_code to run "
+                             "it, or use a transformers-native ('-hf') conversion or the openai backend")
+        return
+    raise ValueError(f"{config_file}: model type {model_type!r} is unknown to transformers {__version__} and the "
+                     "folder has no code of its own (auto_map)")
 
 
 # ---------------------------------------------------------------------------------------------------------
