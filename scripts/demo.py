@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     from vlmdiff.data.captions import folder_name
     from vlmdiff.data.synthetic import DEFAULT_CLASSES, generate
     from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD
-    from vlmdiff.demo import compare_tables, evaluate_both_modes, normal_test_l1, write_random_sd, write_summary
+    from vlmdiff.demo import (compare_tables, evaluate_both_modes, normal_test_l1, write_overview, write_random_sd,
+                              write_summary)
 
     work = Path(args.work_dir)
     times, start = {}, time.perf_counter()
@@ -196,7 +197,9 @@ def main(argv=None) -> int:
           f"{l1['trained']['samples']:.3f}, autoencoder round trip {l1['trained']['autoencoder']:.3f}, untrained "
           f"diffusion {l1['untrained']['samples']:.3f}")
     print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {wall:.0f} s")
-    print(f"report: {work / 'test' / 'report' / 'index.html'}; summary: {work / 'summary.json'}")
+    write_overview(work / "test", work / "overview.png")
+    print(f"report: {work / 'test' / 'report' / 'index.html'}; summary: {work / 'summary.json'}; "
+          f"picture: {work / 'overview.png'}")
     return 0
 
 

@@ -45,6 +45,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for label in ("input, ground truth outlined", "diffusion reconstruction", "anomaly heatmap"):
         assert label in report, label
     assert "effnet_lite0_s16" in report and "last.ckpt" in report  # scorer and checkpoint stated on the page
+    assert Image.open(work / "overview.png").size[1] > Image.open(work / "overview.png").size[0] / 2  # two rows
     heatmaps = sorted((run / "visuals").rglob("*-heatmap.png"))
     assert len(heatmaps) == 16 and Image.open(heatmaps[0]).size == (128, 128)
 

@@ -5,6 +5,7 @@
   reconstruction.
 * :func:`write_summary` writes ``summary.json``: wall time per stage, both metric modes of the trained and
   of the untrained model, and the three reconstruction distances.
+* :func:`write_overview` draws the picture of a run: input, diffusion reconstruction and heatmap per class.
 """
 
 from __future__ import annotations
@@ -112,3 +113,50 @@ def normal_test_l1(model_config, checkpoints: Mapping[str, str | os.PathLike], d
         out[name] = reconstruction_l1(model, images, lambda a, b: image_noise(keys[a:b], seed, shape),
                                       batch_size=batch_size, **protocol)
     return out
+
+
+def write_overview(run: str | os.PathLike, path: str | os.PathLike, *, per_class: int = 1) -> Path:
+    """A picture of a test run with ``save_visuals``: per class, its highest-scored anomalous image(s) as
+    input with the ground truth outlined, diffusion reconstruction, and anomaly heatmap on the class's
+    colour scale (what the report's gallery shows), one row each. Returns ``path``."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from utils.io import atomic_path
+    from vlmdiff.report import heatmap_overlay, outline_mask
+    from vlmdiff.scoring import image_scores
+    from vlmdiff.testing import load_results, visual_name
+
+    run, path = Path(run), Path(path)
+    res = load_results(run)
+    rows = []
+    for cls in sorted(set(res["clsnames"].tolist())):
+        idx = np.flatnonzero(res["clsnames"] == cls)
+        maps = res["maps"][idx]
+        scores = image_scores(maps, "pooled" if min(maps.shape[1:]) >= 57 else "max")
+        lo, hi = float(maps.min()), float(maps.max())
+        anomalous = [i for i in np.argsort(-scores) if res["labels"][idx[i]] == 1][:per_class]
+        for i in anomalous:
+            j = idx[i]
+            name = visual_name(str(res["filenames"][j]))
+            folder = run / "visuals" / cls
+            rgb = np.asarray(Image.open(folder / f"{name}-input.jpg").convert("RGB"))
+            samples = np.asarray(Image.open(folder / f"{name}-samples.jpg").convert("RGB"))
+            gt = res["gt"][j] if bool(res["has_mask"][j]) else None
+            rows.append((cls, outline_mask(rgb, gt), samples, heatmap_overlay(rgb, res["maps"][j], vmin=lo, vmax=hi)))
+    titles = ("input, ground truth outlined", "diffusion reconstruction", "anomaly heatmap (class scale)")
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.2, 2.5 * len(rows)), squeeze=False)
+    for r, (cls, *panels) in enumerate(rows):
+        for c, panel in enumerate(panels):
+            axes[r, c].imshow(panel)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(titles[c], fontsize=9)
+        axes[r, 0].set_ylabel(cls, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return path
