@@ -102,7 +102,7 @@ def test_test_cli_resume_and_no_mixing(setup, monkeypatch, capsys):
     with pytest.raises(ValueError, match="other settings"):
         test_cli.main(eval_args(tmp, data, "resumed", "ddim_steps=3"))
     report = (tmp / "runs" / "whole" / "report" / "index.html").read_text()
-    assert 'id="results"' in report and "heatmap.png" in report
+    assert 'id="results"' in report and "-heatmap_class.png" in report and "-input_gt.png" in report
 
 
 def test_predict_scores_a_folder_with_the_stored_threshold(setup):

@@ -1,17 +1,26 @@
 """Test runs: batched reconstruction, scoring, metrics and report (docs/design.md §13; the reference's ``test.py``).
 
-Results are stored per batch in ``<run>/scores/batch_<index>.npz`` (anomaly maps as float32, binary
-ground truth, image labels, class names, filenames) so an interrupted run resumes at the next missing
-batch. ``<run>/run.json`` fingerprints every setting that changes results: a run folder never mixes
-results of different settings (the reference's stale ``.npz`` merge, docs/design.md D4). With several processes
-(``torchrun``), each process takes every ``world_size``-th batch and process 0 computes the metrics.
+Results are stored per image, keyed by the image's path relative to the dataset root, in
+``<run>/scores/part_<first index>_<digest>.npz`` (anomaly maps as float32, binary ground truth, image
+labels, class names, filenames, keys): an interrupted run, or a dataset that has grown, scores only the
+images without a result; a dataset that has shrunk reports only the images present (``images.json``
+lists them). ``per_image.csv`` lists each reported image once with its score. ``<run>/run.json``
+fingerprints every setting that changes results, the checkpoint, model config and scorer weights by
+content (size and SHA-256): a run folder never mixes results of different settings or weights (the
+reference merges stale ``.npz`` files, docs/design.md D4). Batch size, image range and class selection only choose which
+images are scored together or reported. With several processes (``torchrun``), each process takes every
+``world_size``-th batch and process 0 computes the metrics.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils.io import atomic_path, write_json
+from utils.io import atomic_path, write_json, write_text
 from vlmdiff.data.images import denormalize
 from vlmdiff.inference import score_images
 from vlmdiff.run_config import DataRunConfig
@@ -33,9 +42,11 @@ from vlmdiff.scoring import image_scores
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_part", "classes", "image_size",
-               "use_captions", "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps", "guidance_scale",
-               "start_timestep", "start_mode", "sigma", "seed", "start_ind", "end_ind", "batch_size")
+RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_part", "image_size",
+               "use_captions", "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps",
+               "guidance_scale", "start_timestep", "start_mode", "sigma", "seed")
+# Settings that name a file: compared by content (size and SHA-256), not by path.
+FILE_KEYS = ("resume_path", "model_config", "scorer_weights")
 
 
 @dataclass
@@ -63,35 +74,101 @@ class TestConfig(DataRunConfig):
     overwrite: bool = False
 
 
-def fingerprint(cfg: TestConfig) -> dict:
-    return {k: getattr(cfg, k) for k in RESULT_KEYS}
+_DIGESTS: dict[tuple, str] = {}  # (absolute path, size, mtime_ns) -> SHA-256, for this process
+
+
+def file_digest(path: str | os.PathLike | None, known: dict | None = None) -> dict | None:
+    """``{"path", "size", "mtime_ns", "sha256"}`` of a file (None: no path, or no such file).
+
+    ``known``: an earlier digest of the file; its SHA-256 is reused when the size and the modification
+    time are unchanged, so a rerun does not hash a multi-gigabyte checkpoint again.
+    """
+    if not path or not Path(path).is_file():
+        return None
+    st = Path(path).stat()
+    out = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    memo = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns \
+            and os.path.abspath(known.get("path", "")) == memo[0] and known.get("sha256"):
+        _DIGESTS[memo] = known["sha256"]
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                h.update(block)
+        _DIGESTS[memo] = h.hexdigest()
+    out["sha256"] = _DIGESTS[memo]
+    return out
+
+
+def fingerprint(cfg: TestConfig, known: dict | None = None) -> dict:
+    """The settings that change results; files (:data:`FILE_KEYS`) as :func:`file_digest` s."""
+    known = known or {}
+    return {k: file_digest(getattr(cfg, k), known.get(k) if isinstance(known.get(k), dict) else None)
+            if k in FILE_KEYS else getattr(cfg, k) for k in RESULT_KEYS}
+
+
+def _same(key: str, old, new) -> bool:
+    if key in FILE_KEYS and isinstance(old, dict) and isinstance(new, dict):
+        return (old.get("size"), old.get("sha256")) == (new["size"], new["sha256"])
+    return old == new
+
+
+def _describe(key: str, old, new) -> str:
+    if key in FILE_KEYS and isinstance(old, dict) and isinstance(new, dict):
+        return (f"{key} {new['path']}: content changed (size {old.get('size')} -> {new['size']}, "
+                f"sha256 {str(old.get('sha256'))[:12]}... -> {new['sha256'][:12]}...)")
+    if key in FILE_KEYS:
+        old, new = (v["path"] if isinstance(v, dict) else v for v in (old, new))
+    return f"{key}: {old!r} -> {new!r}"
 
 
 def prepare_run_dir(cfg: TestConfig) -> Path:
-    """Create the run folder, or check that an existing one holds results of the same settings."""
-    run, info = cfg.run_dir, fingerprint(cfg)
+    """Create the run folder, or check that an existing one holds results of the same settings.
+
+    Stored results of other settings (a changed checkpoint, scorer weights or model config included) are
+    refused naming what changed, or discarded with ``overwrite``.
+    """
+    run = cfg.run_dir
     marker = run / "run.json"
-    if marker.is_file() and not cfg.overwrite:
-        old = json.loads(marker.read_text())
-        diff = {k: (old.get(k), v) for k, v in info.items() if old.get(k) != v}
+    old = json.loads(marker.read_text()) if marker.is_file() else None
+    info = fingerprint(cfg, old)
+    if old is not None and not cfg.overwrite:
+        diff = [_describe(k, old.get(k), v) for k, v in info.items() if not _same(k, old.get(k), v)]
         if diff:
-            raise ValueError(f"{marker}: this run folder holds results of other settings {diff}; "
+            raise ValueError(f"{marker}: this run folder holds results of other settings ({'; '.join(diff)}); "
                              "use another --exp_name, or --overwrite to discard them")
-    elif marker.is_file() and cfg.overwrite:
+    elif old is not None and cfg.overwrite:
         for f in (run / "scores").glob("*.npz"):
             f.unlink()
+        (run / IMAGES_FILE).unlink(missing_ok=True)
     write_json(marker, info)
     return run
 
 
-def _batch_file(run: Path, index: int) -> Path:
-    return run / "scores" / f"batch_{index:06d}.npz"
+IMAGES_FILE = "images.json"  # the keys of the images of the last scoring pass, in dataset order
+
+
+def _part_file(run: Path, first: int, keys: Sequence[str]) -> Path:
+    """A stored group of images: named by its first image's dataset index and a digest of its keys."""
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()[:12]
+    return run / "scores" / f"part_{first:08d}_{digest}.npz"
 
 
 def _write_batch(path: Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+
+
+def stored_index(run: Path) -> dict[str, tuple[Path, int]]:
+    """``key -> (file, row)`` of every stored image result (the first file, in name order, of a key)."""
+    index: dict[str, tuple[Path, int]] = {}
+    for f in sorted((run / "scores").glob("part_*.npz")):
+        with np.load(f) as z:
+            for row, key in enumerate(z["keys"].tolist()):
+                index.setdefault(key, (f, row))
+    return index
 
 
 def score_batch(model, extractor, batch: dict, cfg: TestConfig) -> dict:
@@ -107,23 +184,40 @@ def score_batch(model, extractor, batch: dict, cfg: TestConfig) -> dict:
 
 
 def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, world_size: int = 1) -> None:
-    """Score every not-yet-stored batch of this process's share."""
+    """Score this process's share of the selected images that have no stored result yet.
+
+    Results are stored per image key: images scored by an earlier run of the same settings (an
+    interrupted run, or a dataset that has since grown) are not scored again. Process 0 records the
+    selected keys (``images.json``): the report covers exactly those.
+    """
     run = cfg.run_dir
+    keys = list(dataset.keys)
     end = len(dataset) if cfg.end_ind is None else min(cfg.end_ind, len(dataset))
     indices = list(range(cfg.start_ind, end))
+    selected = [keys[i] for i in indices]
+    if len(set(selected)) != len(selected):
+        dup = next(k for k, n in Counter(selected).items() if n > 1)
+        raise ValueError(f"{cfg.data_path}: image {dup!r} is listed more than once in the test split")
+    if rank == 0:
+        write_json(run / IMAGES_FILE, selected)
+    stored = stored_index(run)
     batches = [indices[i:i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)]
-    todo = [b for b in range(len(batches)) if b % world_size == rank and not _batch_file(run, b).is_file()]
-    if len(todo) < len(batches) // world_size:
-        log.info("resuming: %d of this process's batches already scored", len(batches) // world_size - len(todo))
-    loader = DataLoader(dataset, batch_sampler=[batches[b] for b in todo], num_workers=cfg.num_workers)
-    for b, batch in zip(tqdm(todo, desc=f"test [{rank}]", unit="batch", disable=not todo), loader):
+    mine = [i for b, batch in enumerate(batches) if b % world_size == rank for i in batch]
+    todo = [[i for i in batches[b] if keys[i] not in stored] for b in range(len(batches)) if b % world_size == rank]
+    todo = [t for t in todo if t]
+    n_todo = sum(map(len, todo))
+    if n_todo < len(mine):
+        log.info("resuming: %d of this process's %d images already scored", len(mine) - n_todo, len(mine))
+    loader = DataLoader(dataset, batch_sampler=todo, num_workers=cfg.num_workers)
+    for idx, batch in zip(tqdm(todo, desc=f"test [{rank}]", unit="batch", disable=not todo), loader):
         res = score_batch(model, extractor, batch, cfg)
         gt = (batch["mask"][:, 0] > 0).numpy()
         if cfg.save_visuals:
             _save_batch_visuals(run, batch, res)
-        _write_batch(_batch_file(run, b), maps=res["maps"].astype(np.float32), gt=gt,
+        _write_batch(_part_file(run, idx[0], list(batch["key"])), maps=res["maps"].astype(np.float32), gt=gt,
                      labels=np.asarray(batch["label"]).astype(np.int8), has_mask=np.asarray(batch["has_mask"]),
-                     clsnames=np.asarray(batch["clsname"]), filenames=np.asarray(batch["filename"]))
+                     clsnames=np.asarray(batch["clsname"]), filenames=np.asarray(batch["filename"]),
+                     keys=np.asarray(batch["key"]))
 
 
 def visual_name(filename: str) -> str:
@@ -140,61 +234,81 @@ def _save_batch_visuals(run: Path, batch: dict, res: dict) -> None:
                       reconstruction_rgb=None if recon is None else recon[i])
 
 
-def _score_files(run: Path) -> list[Path]:
-    files = sorted((run / "scores").glob("batch_*.npz"))
-    if not files:
-        raise FileNotFoundError(f"{run / 'scores'}: no scored batches")
-    return files
+def _selection(run: Path) -> tuple[list[str], dict[Path, np.ndarray]]:
+    """The reported images' keys (``images.json``, dataset order) and, per stored file in name order, the
+    rows to read: every reported image once, images no longer selected left out."""
+    index = stored_index(run)
+    if not index:
+        raise FileNotFoundError(f"{run / 'scores'}: no scored images")
+    listed = run / IMAGES_FILE
+    keys = json.loads(listed.read_text()) if listed.is_file() else list(index)
+    missing = [k for k in keys if k not in index]
+    if missing:
+        raise ValueError(f"{run}: {len(missing)} of {len(keys)} images have no stored result (first: {missing[0]!r}); "
+                         "run the test again without --run_eval_only to score them")
+    rows: dict[Path, list[int]] = {}
+    for k in keys:
+        f, r = index[k]
+        rows.setdefault(f, []).append(r)
+    return keys, {f: np.sort(np.asarray(rows[f])) for f in sorted(rows)}
 
 
-def load_results(run: Path, cls: str | None = None, files: Sequence[Path] | None = None) -> dict[str, np.ndarray]:
-    """Stored results (of one class only, if given), concatenated in batch order."""
-    parts = []
-    for f in files if files is not None else _score_files(run):
-        with np.load(f) as z:
-            rows = slice(None) if cls is None else z["clsnames"] == cls
-            parts.append({k: z[k][rows] for k in z.files})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+def _read(f: Path, rows: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    with np.load(f) as z:
+        return {k: z[k][rows] for k in (names or z.files)}
+
+
+def load_results(run: Path, cls: str | None = None) -> dict[str, np.ndarray]:
+    """Stored results of the reported images (of one class only, if given), in dataset order."""
+    keys, selection = _selection(Path(run))
+    parts = [_read(f, rows) for f, rows in selection.items()]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    position = {k: i for i, k in enumerate(out["keys"].tolist())}
+    order = np.asarray([position[k] for k in keys], dtype=np.int64)
+    if cls is not None:
+        order = order[out["clsnames"][order] == cls]
+    return {k: v[order] for k, v in out.items()}
 
 
 def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=None) -> dict:
-    """Metrics per class from the stored batches, tables, curves and the HTML report.
+    """Metrics per class of the reported images, tables (``per_image.csv`` included), curves and the report.
 
-    Streams the batch files twice (:class:`vlmdiff.metrics.MetricAccumulator`): memory holds the image
+    Streams the stored files twice (:class:`vlmdiff.metrics.MetricAccumulator`): memory holds the image
     scores, the anomalous pixels and one sorting buffer, never a class's or the test set's maps.
     ``device``: a torch device (a GPU) for the image scores and the sorting pass; None: the CPU.
     """
     run = cfg.run_dir
-    files = _score_files(run)
-    pixel = True
-    for f in files:
-        with np.load(f) as z:
-            pixel = pixel and bool(z["has_mask"].all())
+    keys, selection = _selection(run)
+    pixel = all(bool(_read(f, rows, ["has_mask"])["has_mask"].all()) for f, rows in selection.items())
     if not pixel:
         log.warning("image-level labels only: pixel metrics are skipped")
     method = "pooled" if cfg.metrics_mode == "paper" else "max"
     acc = MetricAccumulator(cfg.metrics_mode, pixel=pixel, device=device)
     filenames: dict[str, list[str]] = {}
-    where: dict[str, list[tuple[Path, int]]] = {}  # per class: (batch file, row) of each image, in order
+    per_image: dict[str, dict] = {}
+    where: dict[str, list[tuple[Path, int]]] = {}  # per class: (stored file, row) of each image, in order
     scale: dict[str, list[float]] = {}  # per class: [min, max] of its maps, the report's one colour scale
-    for f in tqdm(files, desc="metrics, pass 1/2", unit="batch", leave=False):
-        with np.load(f) as z:
-            maps, clsnames = z["maps"], z["clsnames"]
-            for row, cls in enumerate(clsnames.tolist()):
-                where.setdefault(cls, []).append((f, row))
-                lo, hi = scale.setdefault(cls, [np.inf, -np.inf])
-                scale[cls] = [min(lo, float(maps[row].min())), max(hi, float(maps[row].max()))]
-            if method == "pooled" and min(maps.shape[1:]) < 57:
-                method = "max"
-                log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
-            scores = image_scores(maps, method, device=device)
-            acc.update(maps, z["gt"] if pixel else None, clsnames, z["labels"], scores)
-            for cls, name in zip(clsnames.tolist(), z["filenames"].tolist()):
-                filenames.setdefault(cls, []).append(name)
+    for f, rows in tqdm(selection.items(), desc="metrics, pass 1/2", unit="file", leave=False):
+        z = _read(f, rows)
+        maps, clsnames = z["maps"], z["clsnames"]
+        for i, cls in enumerate(clsnames.tolist()):
+            where.setdefault(cls, []).append((f, int(rows[i])))
+            lo, hi = scale.setdefault(cls, [np.inf, -np.inf])
+            scale[cls] = [min(lo, float(maps[i].min())), max(hi, float(maps[i].max()))]
+        if method == "pooled" and min(maps.shape[1:]) < 57:
+            method = "max"
+            log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
+        scores = image_scores(maps, method, device=device)
+        acc.update(maps, z["gt"] if pixel else None, clsnames, z["labels"], scores)
+        for key, cls, name, label, score in zip(z["keys"].tolist(), clsnames.tolist(), z["filenames"].tolist(),
+                                                z["labels"].tolist(), scores.tolist()):
+            filenames.setdefault(cls, []).append(name)
+            per_image[key] = {"path": key, "class": cls, "label": int(label), "score": float(score),
+                              "map_file": f.relative_to(run).as_posix(), "filename": name}
     if acc.needs_second_pass:
-        for f in tqdm(files, desc="metrics, pass 2/2", unit="batch", leave=False):
-            with np.load(f) as z:
-                acc.update_pixels(z["maps"], z["clsnames"])
+        for f, rows in tqdm(selection.items(), desc="metrics, pass 2/2", unit="file", leave=False):
+            z = _read(f, rows, ["maps", "clsnames"])
+            acc.update_pixels(z["maps"], z["clsnames"])
     results = acc.compute()
     plots, gallery, scored = [], [], {}
     for cls in sorted(acc.classes):
@@ -205,6 +319,7 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
     write_thresholds(run / "thresholds.json", scored, method)
     config = config_dump or asdict(cfg)
     write_tables(results, run, config)
+    write_per_image(run, [per_image[k] for k in keys])
     write_html_report(run / "report" / "index.html", results, plots=plots, gallery=gallery, config=config,
                       about=_about(cfg))
     return results
@@ -221,12 +336,30 @@ def _about(cfg: TestConfig) -> dict[str, str]:
             "metrics": f"{cfg.metrics_mode} mode", "gallery": "heatmaps share one colour scale per class"}
 
 
+PER_IMAGE_COLUMNS = ("path", "class", "label", "score", "map_file", "heatmap")
+
+
+def write_per_image(run: Path, rows: Sequence[dict]) -> Path:
+    """``<run>/per_image.csv``: each reported image once (its key, class, label, image score, the stored file
+    holding its map, and its heatmap when visuals were saved)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PER_IMAGE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        heatmap = Path("visuals") / r["class"] / f"{visual_name(r['filename'])}-heatmap.png"
+        writer.writerow({**r, "score": repr(r["score"]),
+                         "heatmap": heatmap.as_posix() if (run / heatmap).is_file() else ""})
+    write_text(run / "per_image.csv", buf.getvalue())
+    return run / "per_image.csv"
+
+
 def _gallery(run: Path, cls: str, filenames: Sequence[str], scores: np.ndarray, labels: np.ndarray, k: int,
              where: Sequence[tuple[Path, int]] = (), scale: Sequence[float] = (0.0, 1.0)) -> list:
     """Worst cases first (highest-scored normal, lowest-scored anomalous), then the best detections.
 
     Each entry shows the input with its ground truth outlined, the diffusion reconstruction and the
-    anomaly map on the class's colour scale ``scale`` (so a normal image shows no hot spot of its own).
+    anomaly map on the class's colour scale ``scale`` (so a normal image shows no hot spot of its own);
+    ``where[i]`` is the stored file and row of image ``i``.
     """
     folder = run / "visuals" / cls
     if k <= 0 or not folder.is_dir():
@@ -244,11 +377,11 @@ def _gallery(run: Path, cls: str, filenames: Sequence[str], scores: np.ndarray, 
         source = [folder / f"{name}-{kind}" for kind in ("input.jpg", "samples.jpg")]
         if not all(p.is_file() for p in source) or i >= len(where):
             continue
-        batch_file, row = where[i]
-        with np.load(batch_file) as z:
-            amap, gt = z["maps"][row], (z["gt"][row] if bool(z["has_mask"][row]) else None)
+        stored, row = where[i]
+        z = _read(stored, np.asarray([row]), ["maps", "gt", "has_mask"])
+        gt = z["gt"][0] if bool(z["has_mask"][0]) else None
         rgb = np.asarray(Image.open(source[0]).convert("RGB"))
-        made = write_gallery_images(run / "report" / "gallery" / cls, name, input_rgb=rgb, amap=amap, mask=gt,
+        made = write_gallery_images(run / "report" / "gallery" / cls, name, input_rgb=rgb, amap=z["maps"][0], mask=gt,
                                     vmin=lo, vmax=hi)
         out.append({"caption": f"{cls} {what} score {scores[i]:.3f} ({filenames[i]})",
                     "images": [made["input_gt"], source[1], made["heatmap_class"]], "labels": heading})

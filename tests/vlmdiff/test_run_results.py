@@ -1,0 +1,165 @@
+"""Test-run results keyed by image: grown and shrunk datasets, per_image.csv, content-checked resume."""
+
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.io import write_json
+from vlmdiff import testing
+from vlmdiff.data import build_dataset
+from vlmdiff.data.synthetic import generate
+
+
+class NoisyCopy(nn.Module):
+    """Stands in for VLMDiff: the 'reconstruction' is the image plus its upsampled start noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def latent_shape(self, height, width):
+        return 4, height // 8, width // 8
+
+    def reconstruct(self, images, hints=None, captions=None, *, noise, posterior_noise, **_):
+        bump = F.interpolate(noise[:, :3] + posterior_noise[:, 1:], size=images.shape[-2:], mode="nearest")
+        return {"samples": images + 0.5 * bump}
+
+
+def extractor(x):
+    return [x, F.avg_pool2d(x, 4)]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return generate(tmp_path / "data", classes=("disc",), image_size=64, n_train=1, n_test_good=2, n_test_defect=2)
+
+
+def cfg_for(tmp_path, data, **kw):
+    settings = dict(resume_path=str(tmp_path / "model.ckpt"), model_config=str(tmp_path / "model.yaml"),
+                    data_set="mvtec", data_path=str(data), exp_name="run", output_dir=str(tmp_path / "runs"),
+                    image_size=64, scorer="effnet_lite0", num_workers=0, batch_size=3, device="cpu")
+    return testing.TestConfig(**{**settings, **kw})
+
+
+def run_test(cfg, monkeypatch=None):
+    """prepare + score + evaluate like test.py; returns (results, per_image rows, number of images scored)."""
+    scored = []
+    real = testing.score_batch
+    if monkeypatch is not None:
+        monkeypatch.setattr(testing, "score_batch", lambda m, e, batch, c: scored.extend(batch["key"]) or
+                            real(m, e, batch, c))
+    testing.prepare_run_dir(cfg)
+    ds = build_dataset("mvtec", cfg.data_path, "test", image_size=cfg.image_size)
+    testing.run_batches(NoisyCopy(), extractor, ds, cfg)
+    results = testing.evaluate_run(cfg)
+    with open(cfg.run_dir / "per_image.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return results, rows, scored
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "model.ckpt").write_bytes(b"weights-v1" * 100)
+    (tmp_path / "model.yaml").write_text("model: {}\n")
+    return tmp_path
+
+
+def test_per_image_csv_lists_every_image_once(files, data, monkeypatch):
+    cfg = cfg_for(files, data)
+    _, rows, scored = run_test(cfg, monkeypatch)
+    keys = build_dataset("mvtec", data, "test", image_size=64).keys
+    assert [r["path"] for r in rows] == keys and sorted(scored) == sorted(keys)
+    assert list(rows[0]) == list(testing.PER_IMAGE_COLUMNS)
+    assert {r["label"] for r in rows} == {"0", "1"} and all(r["class"] == "disc" for r in rows)
+    for r in rows:
+        assert (cfg.run_dir / r["map_file"]).is_file() and r["heatmap"] == ""
+    stored = testing.load_results(cfg.run_dir)
+    assert list(stored["keys"]) == keys and stored["maps"].shape == (4, 64, 64)
+    assert len({r["score"] for r in rows}) == 4
+
+
+def test_grown_dataset_scores_only_new_images_and_shrunk_reports_only_present(files, data, monkeypatch):
+    cfg = cfg_for(files, data)
+    _, before, _ = run_test(cfg, monkeypatch)
+    good = data / "disc" / "test" / "good"
+    shutil.copy(good / "000.png", good / "007.png")
+    _, grown, scored = run_test(cfg, monkeypatch)
+    assert scored == ["disc/test/good/007.png"]
+    assert sorted(r["path"] for r in grown) == sorted([r["path"] for r in before] + ["disc/test/good/007.png"])
+    old = {r["path"]: r["score"] for r in before}
+    assert all(r["score"] == old[r["path"]] for r in grown if r["path"] in old)
+    new = next(r for r in grown if r["path"].endswith("007.png"))
+    assert new["score"] != old["disc/test/good/000.png"]  # same pixels, its own noise
+
+    removed = next(p for p in sorted((data / "disc" / "test").rglob("*.png")) if "good" not in p.parts)
+    os.remove(removed)
+    results, shrunk, scored = run_test(cfg, monkeypatch)
+    assert scored == []
+    gone = removed.relative_to(data).as_posix()
+    assert sorted(r["path"] for r in shrunk) == sorted(r["path"] for r in grown if r["path"] != gone)
+    assert all(r["score"] == old.get(r["path"], new["score"]) for r in shrunk)
+    assert len(testing.load_results(cfg.run_dir)["keys"]) == 4  # the removed image's result is not reported
+
+    fresh = cfg_for(files, data, exp_name="fresh", batch_size=2)
+    fresh_results, fresh_rows, _ = run_test(fresh)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "map_file"} for r in rows]  # noqa: E731
+    assert drop(fresh_rows) == drop(shrunk) and fresh_results == results  # as if scored from scratch
+
+
+def test_eval_only_refuses_images_without_results(files, data):
+    cfg = cfg_for(files, data)
+    run_test(cfg)
+    shutil.copy(data / "disc" / "test" / "good" / "000.png", data / "disc" / "test" / "good" / "009.png")
+    ds = build_dataset("mvtec", data, "test", image_size=64)
+    write_json(cfg.run_dir / testing.IMAGES_FILE, ds.keys)  # the selection of a run that was cut short
+    with pytest.raises(ValueError, match=r"1 of 5 images have no stored result .*009\.png"):
+        testing.evaluate_run(cfg)
+
+
+def test_changed_checkpoint_is_refused_naming_it(files, data):
+    cfg = cfg_for(files, data)
+    run_test(cfg)
+    os.utime(files / "model.ckpt", ns=(1, 1))  # touched: same content, the run resumes
+    testing.prepare_run_dir(cfg)
+    (files / "model.ckpt").write_bytes(b"weights-v2" * 100)  # retrained: same size, other content
+    with pytest.raises(ValueError, match=r"resume_path .*model\.ckpt: content changed \(size 1000 -> 1000, "
+                                         r"sha256 [0-9a-f]{12}\.\.\. -> [0-9a-f]{12}\.\.\.\).*--overwrite"):
+        testing.prepare_run_dir(cfg)
+    (files / "model.yaml").write_text("model: {changed: 1}\n")
+    with pytest.raises(ValueError, match="model_config .*model.yaml: content changed"):
+        testing.prepare_run_dir(cfg)
+    assert list((cfg.run_dir / "scores").glob("*.npz"))
+    cfg.overwrite = True
+    testing.prepare_run_dir(cfg)
+    assert not list((cfg.run_dir / "scores").glob("*.npz"))
+    cfg.overwrite = False
+    testing.prepare_run_dir(cfg)  # the new content is now the run's
+
+
+def test_moved_checkpoint_with_same_content_resumes(files, data):
+    cfg = cfg_for(files, data)
+    run_test(cfg)
+    shutil.move(files / "model.ckpt", files / "moved.ckpt")
+    cfg.resume_path = str(files / "moved.ckpt")
+    testing.prepare_run_dir(cfg)
+    assert list((cfg.run_dir / "scores").glob("*.npz"))
+
+
+def test_file_digest_is_cached_by_size_and_mtime(tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc")
+    d = testing.file_digest(f)
+    assert d["size"] == 3 and d["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    fake = {**d, "sha256": "0" * 64}
+    testing._DIGESTS.clear()
+    assert testing.file_digest(f, fake)["sha256"] == "0" * 64  # unchanged size and mtime: not hashed again
+    f.write_bytes(b"xyz")
+    os.utime(f, ns=(d["mtime_ns"] + 10**9, d["mtime_ns"] + 10**9))
+    assert testing.file_digest(f, fake)["sha256"] != "0" * 64
+    assert testing.file_digest(tmp_path / "missing.bin") is None and testing.file_digest(None) is None
