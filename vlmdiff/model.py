@@ -23,6 +23,7 @@ from ldm.modules.diffusion import q_sample as _q_sample
 from ldm.modules.distributions import DiagonalGaussianDistribution
 from vlmdiff.checkpoint import load_state_dict, load_strict
 from vlmdiff.config import instantiate, load_config
+from vlmdiff.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ class VLMDiff(L.LightningModule):
         return [*self.control_model.parameters(), *unet.output_blocks.parameters(), *unet.out.parameters()]
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.trainable_parameters(), lr=self.learning_rate)
+        """AdamW over :meth:`trainable_parameters` (``optimizer_name``: ``"adamw"``, fused on CUDA, or
+        ``"adamw8bit"``; see :mod:`vlmdiff.optim`)."""
+        return build_optimizer(self.trainable_parameters(), getattr(self, "optimizer_name", "adamw"),
+                               lr=self.learning_rate)
 
     # ----------------------------------------------------------------- encoders
     @torch.no_grad()
