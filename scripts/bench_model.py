@@ -101,8 +101,8 @@ def train_rows(model, args, device, image: int):
     images = torch.randn(b, 3, image, image, generator=g, device=device)
     batch = {"jpg": images, "hint": images, "txt": ["a photo of a metal nut"] * b}
     with torch.no_grad():
-        cached = {"moments": model.first_stage_model.moments(images), "context": model.get_learned_conditioning(batch["txt"]),
-                  "hint": images}
+        cached = {"moments": model.first_stage_model.moments(images),
+                  "context": model.get_learned_conditioning(batch["txt"]), "hint": images}
     have_8bit = device.type == "cuda" and _has_bitsandbytes()
     variants = [("fp32 AdamW, checkpointing (default)", "fp32", True, batch, "adamw"),
                 ("fp32 AdamW, no checkpointing", "fp32", False, batch, "adamw"),
@@ -199,9 +199,9 @@ def main(argv=None) -> int:
     tests = test_rows(model, extractor, images, args, device)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
+    scorer = args.extractor or extractor_name
     print_tables(f"VLMDiff {size} ({config}, random weights, {params:.0f}M parameters), {image}x{image}, "
-                 f"{args.steps} DDIM steps, scorer {args.extractor or extractor_name}, {name}, torch {torch.__version__}",
-                 tests, trains)
+                 f"{args.steps} DDIM steps, scorer {scorer}, {name}, torch {torch.__version__}", tests, trains)
     return 0
 
 
