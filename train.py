@@ -45,7 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--devices")
     p.add_argument("--num_nodes", type=int)
     p.add_argument("--strategy")
-    p.add_argument("--precision")
+    p.add_argument("--precision", help="32-true (default) or bf16-mixed")
+    p.add_argument("--optimizer", choices=["adamw", "adamw8bit"], help="adamw (default; fused on CUDA) or "
+                   "adamw8bit (needs bitsandbytes and CUDA)")
     p.add_argument("--seed", type=int)
     p.add_argument("overrides", nargs="*", help="key=value overrides of TrainConfig fields")
     return p.parse_args(argv)

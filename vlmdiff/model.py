@@ -8,6 +8,7 @@ plain modules in ``ldm/`` and ``vlmdiff/sgn.py``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from typing import Mapping, Sequence
@@ -23,6 +24,8 @@ from ldm.modules.diffusion import q_sample as _q_sample
 from ldm.modules.distributions import DiagonalGaussianDistribution
 from vlmdiff.checkpoint import load_state_dict, load_strict
 from vlmdiff.config import instantiate, load_config
+from vlmdiff.precision import autocast, check_precision, to_channels_last
+from vlmdiff.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,10 @@ class VLMDiff(L.LightningModule):
         return [*self.control_model.parameters(), *unet.output_blocks.parameters(), *unet.out.parameters()]
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.trainable_parameters(), lr=self.learning_rate)
+        """AdamW over :meth:`trainable_parameters` (``optimizer_name``: ``"adamw"``, fused on CUDA, or
+        ``"adamw8bit"``; see :mod:`vlmdiff.optim`)."""
+        return build_optimizer(self.trainable_parameters(), getattr(self, "optimizer_name", "adamw"),
+                               lr=self.learning_rate)
 
     # ----------------------------------------------------------------- encoders
     @torch.no_grad()
@@ -204,7 +210,8 @@ class VLMDiff(L.LightningModule):
                     start_timestep: int = 999, start_mode: str = "reference", eta: float = 0.0,
                     noise: torch.Tensor | None = None, posterior_noise: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, return_ae_reconstruction: bool = False,
-                    skip_redundant_guidance: bool = True, callback=None) -> dict[str, torch.Tensor]:
+                    skip_redundant_guidance: bool = True, callback=None, precision: str = "fp32",
+                    channels_last: bool = False) -> dict[str, torch.Tensor]:
         """Reconstruct normalised images through the diffusion model (docs/design.md §5), batched.
 
         Args:
@@ -220,6 +227,11 @@ class VLMDiff(L.LightningModule):
             skip_redundant_guidance: when every caption is ``""`` the conditional and unconditional
                 branches are identical and guidance returns ε_c exactly; skip the second branch (False
                 runs the reference's doubled batch anyway).
+            precision: ``"fp32"`` (default: the paper's numbers), ``"bf16"`` or ``"fp16"``: autocast of the
+                UNet + SGN and the autoencoder; the posterior sample, the DDIM update and every returned
+                tensor stay float32 (:mod:`vlmdiff.precision`). The text encoder runs in float32.
+            channels_last: store the model's 4-D weights (in place, for later calls too) and the inputs
+                channels-last.
 
         Returns:
             ``{"samples": (B,3,H,W), "samples_latent", "z", "x_T"}`` (+ ``"reconstruction"``, the
@@ -227,13 +239,23 @@ class VLMDiff(L.LightningModule):
         """
         if start_mode not in START_MODES:
             raise ValueError(f"start_mode must be one of {START_MODES}, got {start_mode!r}")
+        check_precision(precision)
         images = images.to(self.device).float()
         hints = images if hints is None else hints.to(self.device).float()
+        if channels_last:
+            to_channels_last(self)
+            images = images.contiguous(memory_format=torch.channels_last)
+            hints = hints.contiguous(memory_format=torch.channels_last)
         b = images.shape[0]
         captions = [""] * b if captions is None else list(captions)
         if len(captions) != b:
             raise ValueError(f"{len(captions)} captions for {b} images")
-        posterior = self.encode_first_stage(images)
+        if precision == "fp32":
+            posterior = self.encode_first_stage(images)
+        else:
+            with autocast(precision, self.device):
+                moments = self.first_stage_model.moments(images)
+            posterior = DiagonalGaussianDistribution(moments.float())
         if posterior_noise is None:
             posterior_noise = torch.randn(posterior.mean.shape, generator=generator, device=self.device)
         z = self.get_first_stage_encoding(posterior, posterior_noise.to(self.device))
@@ -241,8 +263,10 @@ class VLMDiff(L.LightningModule):
             noise = torch.randn(z.shape, generator=generator, device=self.device)
         t_start = torch.full((b,), start_timestep, device=self.device, dtype=torch.long)
         x_t = self.q_sample(z, t_start, noise.to(self.device))
-        text = self.get_learned_conditioning(captions)
-        empty = self.get_learned_conditioning([""] * b)
+        if channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        empty = self.empty_conditioning(b)
+        text = empty if all(c == "" for c in captions) else self.get_learned_conditioning(captions)
         cond = {"c_crossattn": [text], "c_concat": [hints]}
         # With empty captions cond == uncond and guidance returns ε_c exactly: skip the duplicate pass.
         redundant = skip_redundant_guidance and torch.equal(text, empty)
@@ -254,12 +278,36 @@ class VLMDiff(L.LightningModule):
             if len(below) == 0:
                 raise ValueError(f"no DDIM timestep <= start_timestep={start_timestep}")
             last = int(below[-1])
-        latent = ddim_sample(self.apply_model, x_t, cond, schedule, uncond=uncond, guidance_scale=guidance_scale,
+
+        def eps_model(x, t, c):  # the networks under autocast, ε back in float32 for the DDIM update
+            with autocast(precision, self.device):
+                return self.apply_model(x, t, c).float()
+
+        def decode(latent):
+            with autocast(precision, self.device):
+                return self.decode_first_stage(latent).float()
+
+        latent = ddim_sample(eps_model, x_t, cond, schedule, uncond=uncond, guidance_scale=guidance_scale,
                              last_index=last, generator=generator, callback=callback)
-        out = {"samples": self.decode_first_stage(latent), "samples_latent": latent, "z": z, "x_T": x_t}
+        out = {"samples": decode(latent), "samples_latent": latent, "z": z, "x_T": x_t}
         if return_ae_reconstruction:
-            out["reconstruction"] = self.decode_first_stage(z)
+            out["reconstruction"] = decode(z)
         return out
+
+    def empty_conditioning(self, batch_size: int) -> torch.Tensor:
+        """CLIP tokens ``(batch_size, 77, D)`` of empty captions, computed once and kept on the model.
+
+        The cache is keyed by the batch size and by the text encoder's tensors (storage, in-place version,
+        dtype, device): loading weights into it, or moving or casting it, computes the tokens anew. The
+        returned tensor is shared: do not modify it in place.
+        """
+        encoder = self.cond_stage_model
+        state = tuple((t.data_ptr(), t._version, t.dtype, t.device)
+                      for t in itertools.chain(encoder.parameters(), encoder.buffers()))
+        cache = self.__dict__.setdefault("_empty_conditioning_cache", {})
+        if batch_size not in cache or cache[batch_size][0] != state:
+            cache[batch_size] = (state, self.get_learned_conditioning([""] * batch_size))
+        return cache[batch_size][1]
 
     # ----------------------------------------------------------------- checkpoints
     def load_checkpoint(self, path: str | os.PathLike, *, strict: bool = True) -> None:

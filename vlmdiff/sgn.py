@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ldm.modules.unet import (TimestepEmbedSequential, UNetConfig, UNetModel, build_encoder,
-                              build_time_embed, timestep_embedding)
+                              build_time_embed, set_gradient_checkpointing, timestep_embedding)
 from ldm.modules.attention import zero_module
 
 # The SFF reads the zero-conv outputs of input blocks 6, 7, 8 (the level-1 → level-2 Downsample and
@@ -64,6 +64,10 @@ class SemanticGuidedNetwork(nn.Module):
         for i, src in enumerate(SFF_SOURCES, start=1):
             for j, dst in enumerate(SFF_TARGETS, start=1):
                 self.add_module(f"down{i}{j}", sff_branch(chans[src], chans[dst]))
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Switch activation checkpointing of the SGN's ResBlocks and transformer blocks (memory only)."""
+        set_gradient_checkpointing(self, enabled)
 
     def sff(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Fuse: ``outs[8+J] ← SiLU(outs[8+J] + Σ_I down<I><J>(outs[5+I]))`` on the pre-fusion values."""

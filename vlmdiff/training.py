@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from vlmdiff.run_config import DataRunConfig
 from vlmdiff.model import VLMDiff, create_model
+from vlmdiff.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,14 @@ class TrainConfig(DataRunConfig):
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    # Lightning precision: "32-true" (the reference's), or "bf16-mixed" (autocast to bfloat16, fp32 weights
+    # and optimiser state: faster steps and smaller activations on GPUs with bfloat16 units)
     precision: str = "32-true"
     seed: int = 1
+    # recompute the activations of the UNet's and the SGN's blocks in the backward pass: less memory
     gradient_checkpointing: bool = True
+    # "adamw" (the reference's; fused on CUDA) or "adamw8bit" (optional bitsandbytes, CUDA only)
+    optimizer: str = "adamw"
     # compute the frozen autoencoder's posterior and the caption tokens once per image (<run>/cache/);
     # the posterior is still sampled at every step: the same loss curve, faster steps
     cache_conditioning: bool = False
@@ -86,13 +92,17 @@ def train_loader(dataset, cfg: TrainConfig) -> DataLoader:
 
 def build_model(cfg: TrainConfig, *, load_weights: bool = True) -> VLMDiff:
     """The model of ``cfg.model_config`` with the training-start weights, routed as the reference trains."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={cfg.optimizer!r} is unknown; valid: {list(OPTIMIZERS)}")
     model = create_model(cfg.model_config)
     if load_weights:
         model.load_checkpoint(cfg.resume_path)
     model.only_mid_control = cfg.only_mid_control
     model.learning_rate = cfg.learning_rate
     model.seed = cfg.seed
+    model.optimizer_name = cfg.optimizer
     model.model.diffusion_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    model.control_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     return model
 
 

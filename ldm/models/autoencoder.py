@@ -38,9 +38,13 @@ class AutoencoderKL(nn.Module):
         self.quant_conv = nn.Conv2d(2 * z, 2 * embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, z, 1)
 
+    def moments(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised image → ``(B, 2·embed_dim, H/8, W/8)`` posterior mean and log-variance."""
+        return self.quant_conv(self.encoder(x))
+
     def encode(self, x: torch.Tensor) -> DiagonalGaussianDistribution:
         """``(B, 3, H, W)`` normalised image → posterior over ``(B, embed_dim, H/8, W/8)``."""
-        return DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))
+        return DiagonalGaussianDistribution(self.moments(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, embed_dim, h, w)`` (unscaled) latent → ``(B, 3, 8h, 8w)`` image."""

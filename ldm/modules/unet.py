@@ -238,6 +238,19 @@ def build_decoder(cfg: UNetConfig, chans: list[int]) -> tuple[nn.ModuleList, nn.
     return blocks, out
 
 
+def set_gradient_checkpointing(module: nn.Module, enabled: bool) -> None:
+    """Switch activation checkpointing of every ResBlock and transformer block inside ``module``.
+
+    Checkpointing recomputes a block's activations in the backward pass instead of storing them: less
+    memory, about a third more compute, the same gradients.
+    """
+    for m in module.modules():
+        if isinstance(m, ResBlock):
+            m.use_checkpoint = enabled
+        elif isinstance(getattr(m, "checkpoint", None), bool):
+            m.checkpoint = enabled
+
+
 class UNetModel(nn.Module):
     """SD-1.x conditional UNet predicting the noise ε of a latent.
 
@@ -255,11 +268,7 @@ class UNetModel(nn.Module):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Switch activation checkpointing of every ResBlock and transformer block (memory only)."""
-        for m in self.modules():
-            if isinstance(m, ResBlock):
-                m.use_checkpoint = enabled
-            elif hasattr(m, "checkpoint") and isinstance(getattr(m, "checkpoint"), bool):
-                m.checkpoint = enabled
+        set_gradient_checkpointing(self, enabled)
 
     def encode(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
         """Run the encoder half: returns ``(h_middle, skips, emb)``."""
