@@ -105,6 +105,23 @@ def test_test_cli_resume_and_no_mixing(setup, monkeypatch, capsys):
     assert 'id="results"' in report and "-heatmap_class.png" in report and "-input_gt.png" in report
 
 
+def test_test_run_in_bf16_and_whole_batches_reports_its_speed(setup):
+    tmp, data = setup
+    if not (tmp / "runs" / "full" / "checkpoints" / "last.ckpt").is_file():
+        train_cli.main(train_args(tmp, data, "full", 1))
+    assert test_cli.main(eval_args(tmp, data, "fp32")) == 0
+    assert test_cli.main(eval_args(tmp, data, "bf16", "precision=bf16", "batch_invariant=false",
+                                   "channels_last=true")) == 0
+    speed = json.loads((tmp / "runs" / "bf16" / "speed_0.json").read_text())
+    assert speed["precision"] == "bf16" and speed["images"] > 0 and speed["images_per_s"] > 0
+    a, b = testing.load_results(tmp / "runs" / "fp32"), testing.load_results(tmp / "runs" / "bf16")
+    assert a["keys"].tolist() == b["keys"].tolist()
+    diff = np.abs(a["maps"] - b["maps"]).max()
+    assert 0 < diff < 0.1 * a["maps"].max()  # reduced precision: close to the fp32 maps, not equal
+    with pytest.raises(ValueError, match="other settings"):  # precision is a setting that changes results
+        test_cli.main(eval_args(tmp, data, "bf16", "precision=fp32"))
+
+
 def test_predict_scores_a_folder_with_the_stored_threshold(setup):
     tmp, data = setup
     run = tmp / "runs" / "whole"

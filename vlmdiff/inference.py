@@ -47,16 +47,20 @@ def score_images(model, extractor, images: torch.Tensor, keys: Sequence[str], *,
                  captions: Sequence[str] | None = None, hints: torch.Tensor | None = None, ddim_steps: int = 10,
                  guidance_scale: float = 9.0, start_timestep: int = 999, start_mode: str = "reference",
                  sigma: float = 5.0, image_score: str | None = None,
-                 return_ae_reconstruction: bool = False) -> dict:
+                 return_ae_reconstruction: bool = False, batch_invariant: bool = True,
+                 precision: str = "fp32", channels_last: bool = False) -> dict:
     """Reconstruct ``images`` ``(B, 3, H, W)`` with per-image noise and compare features.
 
-    Every image runs through the networks on its own (a batch of one): convolution and matrix kernels are
+    With ``batch_invariant`` (the default) every image runs through the networks on its own (a batch of
+    one; ``False``: the whole batch at once, faster on a GPU, the same noise, but an image's map may then
+    differ in its last bits with its batch companions): convolution and matrix kernels are
     chosen, and blocked, by the batch's shape, so a larger batch would change an image's result in the
     last bits depending on how many companions it has. Batches still set how many images are loaded and
     stored together; on a CPU the per-image passes cost little (about 10 % on the tiny model).
 
     Args:
         keys: one stable name per image (seeds its noise, :func:`image_noise`).
+        precision, channels_last: see :meth:`vlmdiff.model.VLMDiff.reconstruct` (``"fp32"``: the paper's numbers).
         image_score: ``"pooled"`` or ``"max"`` to also return image scores (``"pooled"`` falls back to
             ``"max"`` on maps smaller than 57×57); None: maps only.
 
@@ -71,15 +75,21 @@ def score_images(model, extractor, images: torch.Tensor, keys: Sequence[str], *,
         raise ValueError(f"{len(captions)} captions for {b} images")
     device = next(model.parameters()).device
     posterior_noise, noise = image_noise(keys, seed, model.latent_shape(*images.shape[-2:]), device)
+    from vlmdiff.precision import extract_features
+
     maps, samples, recons = [], [], []
-    for i in range(b):
-        out = model.reconstruct(images[i:i + 1], None if hints is None else hints[i:i + 1],
-                                None if captions is None else [captions[i]], ddim_steps=ddim_steps,
+    step = 1 if batch_invariant else max(b, 1)
+    for i in range(0, b, step):
+        j = i + step
+        out = model.reconstruct(images[i:j], None if hints is None else hints[i:j],
+                                None if captions is None else list(captions[i:j]), ddim_steps=ddim_steps,
                                 guidance_scale=guidance_scale, start_timestep=start_timestep,
-                                start_mode=start_mode, noise=noise[i:i + 1], posterior_noise=posterior_noise[i:i + 1],
-                                return_ae_reconstruction=return_ae_reconstruction)
-        x, y = images[i:i + 1].to(out["samples"].device), out["samples"]
-        maps.append(anomaly_map(extractor(x), extractor(y), images.shape[-1], sigma=sigma))
+                                start_mode=start_mode, noise=noise[i:j], posterior_noise=posterior_noise[i:j],
+                                return_ae_reconstruction=return_ae_reconstruction, precision=precision,
+                                channels_last=channels_last)
+        x, y = images[i:j].to(out["samples"].device), out["samples"]
+        maps.append(anomaly_map(extract_features(extractor, x, precision), extract_features(extractor, y, precision),
+                                images.shape[-1], sigma=sigma))
         samples.append(y.cpu())
         if return_ae_reconstruction:
             recons.append(out["reconstruction"].cpu())

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from tqdm import tqdm
 from utils.io import atomic_path, write_json, write_text
 from vlmdiff.data.images import denormalize
 from vlmdiff.inference import score_images
+from vlmdiff.precision import check_precision, compile_networks, compiled_networks, is_compiled, to_channels_last
 from vlmdiff.run_config import DataRunConfig
 from vlmdiff.metrics import MetricAccumulator
 from vlmdiff.predict import write_thresholds
@@ -44,7 +46,8 @@ log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_part", "image_size",
                "use_captions", "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps",
-               "guidance_scale", "start_timestep", "start_mode", "sigma", "seed")
+               "guidance_scale", "start_timestep", "start_mode", "sigma", "seed", "precision", "channels_last",
+               "compile", "batch_invariant")
 # Settings that name a file: compared by content (size and SHA-256), not by path.
 FILE_KEYS = ("resume_path", "model_config", "scorer_weights")
 
@@ -68,6 +71,14 @@ class TestConfig(DataRunConfig):
     seed: int = 0
     start_ind: int = 0
     end_ind: int | None = None
+    # speed (docs: README "Speed and memory"): "fp32" is the paper's numbers; "bf16" / "fp16" autocast the
+    # networks, keeping the posterior, the DDIM update and the maps in float32
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the UNet, SGN and decoder (the first batch, its warm-up, is not timed)
+    # True: each image through the networks alone, its map the same in any batch; False: whole batches
+    # (faster on a GPU; last bits may depend on the batch companions)
+    batch_invariant: bool = True
     save_visuals: bool = False
     gallery_per_class: int = 3
     device: str = "auto"
@@ -180,7 +191,8 @@ def score_batch(model, extractor, batch: dict, cfg: TestConfig) -> dict:
                         captions=list(batch["txt"]) if cfg.use_captions else None, hints=batch["hint"],
                         ddim_steps=cfg.ddim_steps, guidance_scale=cfg.guidance_scale,
                         start_timestep=cfg.start_timestep, start_mode=cfg.start_mode, sigma=cfg.sigma,
-                        return_ae_reconstruction=cfg.save_visuals)
+                        return_ae_reconstruction=cfg.save_visuals, batch_invariant=cfg.batch_invariant,
+                        precision=cfg.precision, channels_last=cfg.channels_last)
 
 
 def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, world_size: int = 1) -> None:
@@ -208,9 +220,26 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
     n_todo = sum(map(len, todo))
     if n_todo < len(mine):
         log.info("resuming: %d of this process's %d images already scored", len(mine) - n_todo, len(mine))
-    loader = DataLoader(dataset, batch_sampler=todo, num_workers=cfg.num_workers)
-    for idx, batch in zip(tqdm(todo, desc=f"test [{rank}]", unit="batch", disable=not todo), loader):
+    check_precision(cfg.precision)
+    if cfg.channels_last:
+        to_channels_last(model)
+    if cfg.compile and not all(is_compiled(m) for m in compiled_networks(model)):
+        compile_networks(model)
+    cuda = next(model.parameters()).device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    loader = DataLoader(dataset, batch_sampler=todo, num_workers=cfg.num_workers,
+                        pin_memory=cuda, persistent_workers=False,
+                        prefetch_factor=4 if cfg.num_workers > 0 else None)
+    timed, seconds, start = 0, 0.0, time.perf_counter()
+    for n, (idx, batch) in enumerate(zip(tqdm(todo, desc=f"test [{rank}]", unit="batch", disable=not todo), loader)):
         res = score_batch(model, extractor, batch, cfg)
+        if cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if n > 0 or not cfg.compile:  # a compiled run's first batch is its warm-up
+            timed, seconds = timed + len(idx), seconds + (now - start)
+        start = now
         gt = (batch["mask"][:, 0] > 0).numpy()
         if cfg.save_visuals:
             _save_batch_visuals(run, batch, res)
@@ -218,6 +247,17 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
                      labels=np.asarray(batch["label"]).astype(np.int8), has_mask=np.asarray(batch["has_mask"]),
                      clsnames=np.asarray(batch["clsname"]), filenames=np.asarray(batch["filename"]),
                      keys=np.asarray(batch["key"]))
+        start = time.perf_counter()  # storing is not scoring
+    if timed:
+        speed = {"images": timed, "seconds": seconds, "images_per_s": timed / max(seconds, 1e-9),
+                 "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
+                 "batch_invariant": cfg.batch_invariant, "batch_size": cfg.batch_size,
+                 "device": str(next(model.parameters()).device),
+                 "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+        write_json(run / f"speed_{rank}.json", speed)
+        log.info("scored %d images at %.2f img/s (%s%s)%s", timed, speed["images_per_s"], cfg.precision,
+                 ", channels-last" if cfg.channels_last else "", f"; peak GPU memory {speed['peak_gpu_memory_gb']:.2f} GB"
+                 if cuda else "")
 
 
 def visual_name(filename: str) -> str:
