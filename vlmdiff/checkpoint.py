@@ -75,11 +75,19 @@ def load_state_dict(path: str | os.PathLike, *, weights_only: bool = True) -> di
             return load_file(str(path), device="cpu")
         except Exception as err:
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: checkpoint file is empty (0 bytes)")
     try:
         obj = _torch_load(path, weights_only)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from err
+        raise ValueError(f"{path}: not a readable torch checkpoint ({first_line(err)})") from err
     return unwrap_state_dict(obj, source=str(path))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def unwrap_state_dict(obj, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
