@@ -132,6 +132,8 @@ def prepare_run_dir(cfg: TestConfig) -> Path:
     run = cfg.run_dir
     marker = run / "run.json"
     old = json.loads(marker.read_text()) if marker.is_file() else None
+    if old is not None and not any((run / "scores").glob("part_*.npz")):
+        old = None  # a run that stopped before storing any result binds no settings
     info = fingerprint(cfg, old)
     if old is not None and not cfg.overwrite:
         diff = [_describe(k, old.get(k), v) for k, v in info.items() if not _same(k, old.get(k), v)]

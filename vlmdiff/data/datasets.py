@@ -169,17 +169,39 @@ def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, n
 DATASETS = ("mvtec", "visa", "realiad", "coco", "cifar10", "cifar100", "custom")
 
 
-def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
-                  classes: Sequence[str] | None = None, captions: Captions | None = None,
-                  coco_part: int = 0, split_csv=None, json_dir=None) -> Dataset:
-    """The dataset ``name`` (one of :data:`DATASETS`) of the folder ``root``, split ``train`` or ``test``."""
-    readers = {
+def check_layout(name: str, root: str | os.PathLike, split: str, *, classes: Sequence[str] | None = None,
+                 coco_part: int = 0, split_csv=None, json_dir=None) -> None:
+    """Check that ``root`` holds the ``split`` of dataset ``name`` in its layout, reading no image."""
+    if name in ("cifar10", "cifar100"):
+        folder = Path(root) / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+        folder = folder if folder.is_dir() else Path(root)
+        names = ((["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]) if name == "cifar10"
+                 else [split])
+        for f in names:
+            if not (folder / f).is_file():
+                raise FileNotFoundError(f"{folder / f}: CIFAR batch file not found")
+        return
+    readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
+    if name not in readers:
+        raise ValueError(f"data_set: unknown dataset {name!r}; valid: {list(DATASETS)}")
+    readers[name]()
+
+
+def _readers(name, root, split, classes, coco_part, split_csv, json_dir) -> dict:
+    return {
         "mvtec": lambda: mvtec_records(root, split, classes),
         "custom": lambda: mvtec_records(root, split, classes, require_masks=False),
         "visa": lambda: visa_records(root, split, classes, split_csv=split_csv),
         "realiad": lambda: realiad_records(root, split, classes, json_dir=json_dir),
         "coco": lambda: coco_records(root, split, coco_part=coco_part),
     }
+
+
+def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
+                  classes: Sequence[str] | None = None, captions: Captions | None = None,
+                  coco_part: int = 0, split_csv=None, json_dir=None) -> Dataset:
+    """The dataset ``name`` (one of :data:`DATASETS`) of the folder ``root``, split ``train`` or ``test``."""
+    readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
     if name in ("cifar10", "cifar100"):
         return CifarDataset(root, split, num_classes=int(name[5:]), image_size=image_size, captions=captions)
     if name not in readers:
