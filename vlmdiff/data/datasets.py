@@ -2,8 +2,8 @@
 
 Item: ``jpg`` (3×S×S normalised image), ``hint`` (the same values), ``txt`` (caption, ``""`` without
 captions), ``mask`` (1×S×S in [0, 1]), ``label`` (1 = anomalous — everywhere; the reference's class index
-for MVTec/VisA is not used), ``clsname``, ``filename``, ``has_mask`` and ``key``: the image's path relative
-to the dataset root with ``/`` separators, a stable name that seeds the image's test-time noise
+for MVTec/VisA is not used), ``clsname``, ``filename``, ``has_mask``, ``mask_levels`` and ``mask_between``
+(:func:`mask_levels` of the mask file; 0 without one) and ``key``: the image's path relative to the dataset root with ``/`` separators, a stable name that seeds the image's test-time noise
 (:mod:`vlmdiff.inference`).
 """
 
@@ -74,10 +74,13 @@ class AnomalyDataset(Dataset):
             if mask_img.size != img.size:
                 raise ValueError(f"{r.mask}: mask size {mask_img.size} differs from its image {r.image} ({img.size})")
             mask = mask_to_tensor(mask_img, self.image_size)
+            levels, between = mask_levels(mask_img)
         else:
             mask = torch.zeros(1, self.image_size, self.image_size)
+            levels, between = 0, 0.0
         return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index], "mask": mask, "label": r.label,
-                "clsname": r.clsname, "filename": r.filename, "has_mask": r.has_mask, "key": self._keys[index]}
+                "clsname": r.clsname, "filename": r.filename, "has_mask": r.has_mask, "key": self._keys[index],
+                "mask_levels": levels, "mask_between": between}
 
 
 class CifarDataset(Dataset):
@@ -118,7 +121,17 @@ class CifarDataset(Dataset):
         return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index],
                 "mask": torch.zeros(1, self.image_size, self.image_size), "label": int(self.labels[index]),
                 "clsname": self.name, "filename": self.filenames[index], "has_mask": False,
-                "key": self.filenames[index]}
+                "key": self.filenames[index], "mask_levels": 0, "mask_between": 0.0}
+
+
+def mask_levels(mask: Image.Image) -> tuple[int, float]:
+    """``(distinct grey values, fraction of pixels strictly between the lowest and the highest)`` of a mask
+    at its own resolution: a two-valued mask gives ``(≤ 2, 0.0)``; JPEG noise or anti-aliased edges do not."""
+    arr = np.asarray(mask)
+    values = np.unique(arr)
+    if len(values) <= 2:
+        return int(len(values)), 0.0
+    return int(len(values)), float(np.mean((arr > values[0]) & (arr < values[-1])))
 
 
 def _posix(name: str) -> str:
