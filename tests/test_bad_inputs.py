@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+import finetune_autoencoder as ae_cli
 import test as test_cli
 import train as train_cli
 from tests.conftest import FULL_CONFIG, TINY_CONFIG
@@ -60,6 +61,12 @@ def train_args(tmp, data, *extra):
     return ["--resume_path", str(tmp / "tiny.safetensors"), "--model_config", str(TINY_CONFIG), "--data_set", "mvtec",
             "--data_path", str(data), "--exp_name", "case", "--output_dir", str(tmp / "out"), "--accelerator", "cpu",
             "--num_workers", "0", "image_size=128", *extra]
+
+
+def ae_args(tmp, data, *extra):
+    return ["--model_config", str(TINY_CONFIG), "--data_set", "mvtec", "--data_path", str(data), "--exp_name", "case",
+            "--output_dir", str(tmp / "out"), "--accelerator", "cpu", "--num_workers", "0", "--resume_path", "",
+            *extra, "image_size=64"]
 
 
 def run_cli(main, argv, capsys):
@@ -121,6 +128,12 @@ CASES = [
     ("train: missing data_path", train_cli, lambda t, d: train_args(t, d, "--data_path", str(t / "dtaa")), "dtaa"),
     ("train: zero-byte checkpoint", train_cli,
      lambda t, d: train_args(t, d, "--resume_path", str(t / "empty.ckpt")), "empty.ckpt"),
+    ("autoencoder: missing data_path", ae_cli, lambda t, d: ae_args(t, d, "--data_path", str(t / "dtaa")), "dtaa"),
+    ("autoencoder: crop larger than the image", ae_cli, lambda t, d: ae_args(t, d, "--crop_size", "128"), "crop_size"),
+    ("autoencoder: one of the LPIPS files", ae_cli, lambda t, d: ae_args(t, d, "--lpips_vgg", str(t / "vgg.pth")),
+     "lpips_lin"),
+    ("autoencoder: zero-byte checkpoint", ae_cli, lambda t, d: ae_args(t, d, "--resume_path", str(t / "empty.ckpt")),
+     "empty.ckpt"),
     ("train: wrong-type override", train_cli, lambda t, d: train_args(t, d, "max_epochs=many"), "max_epochs"),
 ]
 

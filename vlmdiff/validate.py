@@ -211,3 +211,31 @@ def validate_train_config(cfg, *, resume_from: str | Path | None = None) -> Mode
         check_checkpoint(cfg.resume_path, facts, model_config=cfg.model_config)
     check_data(cfg, "train")
     return facts
+
+
+def validate_autoencoder_config(cfg) -> None:
+    """Check the settings of an autoencoder finetuning run (``finetune_autoencoder.py``) before any work."""
+    for key in ("batch_size", "accumulate", "max_epochs", "devices"):
+        _int(cfg, key, 1)
+    for key in ("num_workers", "coco_part", "disc_start"):
+        _int(cfg, key, 0)
+    if cfg.learning_rate is not None and not cfg.learning_rate > 0:
+        raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
+    facts = model_facts(cfg.model_config)
+    for key in ("image_size", "crop_size"):
+        value = getattr(cfg, key)
+        if value is None and key == "crop_size":
+            continue
+        _int(cfg, key, facts.ae_factor)
+        if value % facts.ae_factor:
+            raise ValueError(f"{key}: {value} is not a multiple of the autoencoder's factor {facts.ae_factor}")
+    if cfg.crop_size is not None and cfg.crop_size > cfg.image_size:
+        raise ValueError(f"crop_size: {cfg.crop_size} is larger than image_size ({cfg.image_size})")
+    if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
+        raise ValueError("lpips_vgg, lpips_lin: go together (VGG16 weights and the LPIPS linear heads)")
+    for key in ("lpips_vgg", "lpips_lin"):
+        if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
+            raise FileNotFoundError(f"{getattr(cfg, key)}: weights not found ({key})")
+    if cfg.resume_path:
+        check_checkpoint(cfg.resume_path, None)
+    check_data(cfg, "train")
