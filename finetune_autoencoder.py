@@ -28,6 +28,7 @@ from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix
 from vlmdiff.config import instantiate, load_config
 from vlmdiff.data import build_dataset
 from vlmdiff.run_config import resolve_run_config, save_run_config
+from vlmdiff.validate import validate_autoencoder_config
 
 log = logging.getLogger("finetune_autoencoder")
 
@@ -90,9 +91,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
     cfg = resolve_run_config(AEConfig, config_file=args.config, flags=flags, overrides=args.overrides)
+    validate_autoencoder_config(cfg)
     seed_everything(cfg.seed)
     run = Path(cfg.output_dir) / cfg.exp_name
-    save_run_config(cfg, run / "ae_config.yaml")
     lpips = None
     if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
         print("error: --lpips_vgg and --lpips_lin go together (VGG16 weights and the LPIPS linear heads)",
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    save_run_config(cfg, run / "ae_config.yaml")
     if lpips is None:
         log.warning("LPIPS weights not given (--lpips_vgg, --lpips_lin): training without the perceptual term")
     dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part,
@@ -138,4 +140,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))

@@ -23,10 +23,11 @@ from utils.seed import seed_everything
 from vlmdiff.data import build_dataset, read_caption_files, read_coco_captions
 from vlmdiff.features import EXTRACTORS, build_extractor
 from vlmdiff.model import create_model
-from vlmdiff.predict import predict_folder, read_threshold
+from vlmdiff.predict import run_predict
 from vlmdiff.report import markdown_table
 from vlmdiff.run_config import resolve_run_config, save_run_config
 from vlmdiff.testing import TestConfig, distributed_context, evaluate_run, prepare_run_dir, run_batches
+from vlmdiff.validate import validate_test_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,8 +53,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_visuals", action="store_true", default=None)
     p.add_argument("--run_eval_only", action="store_true", help="only compute metrics of stored results")
     p.add_argument("--predict", metavar="FOLDER", help="score the unlabeled images under FOLDER instead of testing")
-    p.add_argument("--threshold", type=float,
-                   help="--predict: decision threshold (default: the F1-optimal one of the test run, thresholds.json)")
+    p.add_argument("--threshold", help="--predict: a test run's folder or its thresholds.json (default: this "
+                   "--exp_name's): its F1-optimal threshold and its settings (model, checkpoint, scorer, image size, "
+                   "protocol); or a number, used with the settings given")
+    p.add_argument("--force_settings", action="store_true",
+                   help="--predict: allow settings that differ from those the threshold was fitted with")
+    p.add_argument("--skip_bad_images", action="store_true",
+                   help="--predict: leave out (and list in skipped.txt) images that cannot be read")
     p.add_argument("--threshold_class", help="--predict: use this class's threshold instead of the all-class one")
     p.add_argument("--predict_out", help="--predict: output folder (default <run>/predict)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
@@ -89,20 +95,8 @@ def load_model(cfg: TestConfig, device: torch.device):
     return model.to(device).eval(), build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
 
 
-def predict(args, cfg: TestConfig, device: torch.device) -> int:
-    if args.threshold is not None:
-        threshold, method = args.threshold, "pooled" if cfg.metrics_mode == "paper" else "max"
-    else:
-        threshold, method = read_threshold(cfg.run_dir / "thresholds.json", args.threshold_class)
-    model, extractor = load_model(cfg, device)
-    out = Path(args.predict_out) if args.predict_out else cfg.run_dir / "predict"
-    rows = predict_folder(model, extractor, args.predict, out, threshold=threshold, image_size=cfg.image_size,
-                          method=method, batch_size=cfg.batch_size, sigma=cfg.sigma, seed=cfg.seed,
-                          reconstruct_kwargs=dict(ddim_steps=cfg.ddim_steps, guidance_scale=cfg.guidance_scale,
-                                                  start_timestep=cfg.start_timestep, start_mode=cfg.start_mode))
-    flagged = sum(r["anomalous"] for r in rows)
-    print(f"{flagged} of {len(rows)} images anomalous (threshold {threshold:.4f}); see {out / 'predictions.csv'}")
-    return 0
+def predict(args, cfg: TestConfig) -> int:
+    return run_predict(args, cfg, load_model)
 
 
 def main(argv=None) -> int:
@@ -110,8 +104,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = resolve(args)
     if args.predict:
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-        return predict(args, cfg, device)
+        return predict(args, cfg)
+    validate_test_config(cfg, eval_only=args.run_eval_only)
     rank, world = distributed_context()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -142,4 +136,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))

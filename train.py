@@ -18,7 +18,8 @@ from pathlib import Path
 from utils.seed import seed_everything
 from vlmdiff.data import build_dataset, read_caption_files, read_coco_captions
 from vlmdiff.run_config import resolve_run_config, save_run_config
-from vlmdiff.training import TrainConfig, fit
+from vlmdiff.training import TrainConfig, fit, last_checkpoint
+from vlmdiff.validate import validate_train_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     if isinstance(flags.get("devices"), str) and flags["devices"].isdigit():
         flags["devices"] = int(flags["devices"])
     cfg = resolve_run_config(TrainConfig, config_file=args.config, flags=flags, overrides=args.overrides)
+    validate_train_config(cfg, resume_from=last_checkpoint(cfg))
     seed_everything(cfg.seed)
     dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, classes=cfg.classes,
                             captions=caption_source(cfg), coco_part=cfg.coco_part)
@@ -80,4 +82,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))

@@ -42,4 +42,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))

@@ -33,11 +33,11 @@ class LightningCallbackPlaceholder:
         self.state = state
 
 
-def _torch_load(path: Path, weights_only: bool):
+def _torch_load(path: Path, weights_only: bool, mmap: bool = False):
     if not weights_only:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if not any(name in str(err) for name in _LIGHTNING_CALLBACK_NAMES):
             raise ValueError(
@@ -48,7 +48,7 @@ def _torch_load(path: Path, weights_only: bool):
              "loading it with that class allow-listed as an inert placeholder", path)
     allowed = [(LightningCallbackPlaceholder, name) for name in _LIGHTNING_CALLBACK_NAMES]
     with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_state_dict(path: str | os.PathLike, *, weights_only: bool = True) -> dict[str, torch.Tensor]:
@@ -75,11 +75,53 @@ def load_state_dict(path: str | os.PathLike, *, weights_only: bool = True) -> di
             return load_file(str(path), device="cpu")
         except Exception as err:
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: checkpoint file is empty (0 bytes)")
     try:
         obj = _torch_load(path, weights_only)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from err
+        raise ValueError(f"{path}: not a readable torch checkpoint ({first_line(err)})") from err
     return unwrap_state_dict(obj, source=str(path))
+
+
+def checkpoint_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
+    """``{key: shape}`` of a checkpoint's tensors, read without loading the weights: the header of a
+    ``.safetensors`` file, or a memory-mapped ``.ckpt``/``.pt``/``.pth`` (torch's zip format). None: a file in
+    torch's legacy format, which cannot be mapped (its shapes are known only once it is loaded).
+    A missing, empty or unreadable file raises naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unknown checkpoint type {path.suffix!r}; expected one of {SUFFIXES}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: checkpoint file is empty (0 bytes)")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        except Exception as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({first_line(err)})") from err
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x80\x02":  # torch's legacy format starts with a protocol-2 pickle
+                raise ValueError(f"{path}: not a readable torch checkpoint (neither a zip archive nor a pickle)")
+        return None
+    try:
+        obj = _torch_load(path, weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({first_line(err)})") from err
+    return {k: tuple(v.shape) for k, v in unwrap_state_dict(obj, source=str(path)).items()}
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def unwrap_state_dict(obj, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from vlmdiff.data.images import denormalize, image_to_tensor, is_image, load_rgb
 from vlmdiff.inference import score_images
 from vlmdiff.metrics import binary_curve
 from vlmdiff.report import heatmap_overlay, to_uint8_rgb
+
+log = logging.getLogger(__name__)
 
 
 def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -54,17 +57,50 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return images
 
 
+def check_images(images: list[Path]) -> list[tuple[Path, str]]:
+    """``(file, reason)`` of each image that cannot be decoded (each image is decoded once)."""
+    bad = []
+    for p in tqdm(images, desc="checking images", unit="image", leave=False, disable=len(images) < 100):
+        try:
+            load_rgb(p)
+        except (ValueError, OSError) as err:
+            reason = str(err)
+            bad.append((p, reason[len(str(p)) + 2:] if reason.startswith(f"{p}: ") else reason))
+    return bad
+
+
+def refuse_bad_images(bad: list[tuple[Path, str]]) -> None:
+    """Raise naming the first unreadable image (and how many more there are)."""
+    first, reason = bad[0]
+    more = f"; {len(bad) - 1} more unreadable" if len(bad) > 1 else ""
+    raise ValueError(f"{first}: {reason}{more}; --skip_bad_images scores the others")
+
+
 @torch.no_grad()
 def predict_folder(model, extractor, folder, out_dir, *, threshold: float, image_size: int = 256,
                    method: str = "pooled", batch_size: int = 8, sigma: float = 5.0, seed: int = 0,
-                   reconstruct_kwargs: dict | None = None) -> list[dict]:
+                   reconstruct_kwargs: dict | None = None, skip_bad_images: bool = False,
+                   settings: dict | None = None, bad_images: list[tuple[Path, str]] | None = None) -> list[dict]:
     """Score every image under ``folder``; write maps, overlays and ``predictions.csv`` to ``out_dir``.
 
     An image's noise is seeded by ``seed`` and its path relative to ``folder``
     (:func:`vlmdiff.inference.image_noise`): its score does not depend on ``batch_size``.
+    Every image is decoded before any is scored: an unreadable one stops the run naming it, before anything
+    is written, or with ``skip_bad_images`` is left out and listed (``skipped.txt`` and
+    ``predictions.json``). ``settings``: recorded in ``predictions.json``; ``bad_images``: the result of
+    :func:`check_images` when already known.
     """
     folder, out_dir = Path(folder), Path(out_dir)
     images = find_images(folder)
+    bad = check_images(images) if bad_images is None else bad_images
+    if bad and not skip_bad_images:
+        refuse_bad_images(bad)
+    if len(bad) == len(images):
+        raise ValueError(f"{folder}: none of its {len(images)} images can be read (first: {bad[0][0]})")
+    skipped = [{"file": p.relative_to(folder).as_posix(), "reason": reason} for p, reason in bad]
+    for s in skipped:
+        log.warning("skipping unreadable image %s: %s", folder / s["file"], s["reason"])
+    images = [p for p in images if p not in {b for b, _ in bad}]
     rows = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch"):
         paths = images[start:start + batch_size]
@@ -86,7 +122,10 @@ def predict_folder(model, extractor, folder, out_dir, *, threshold: float, image
     writer.writeheader()
     writer.writerows(rows)
     write_text(out_dir / "predictions.csv", buf.getvalue())
-    write_json(out_dir / "predictions.json", {"threshold": threshold, "image_score": method, "images": rows})
+    if skipped or (out_dir / "skipped.txt").exists():
+        write_text(out_dir / "skipped.txt", "".join(f"{s['file']}\t{s['reason']}\n" for s in skipped))
+    write_json(out_dir / "predictions.json", {"threshold": threshold, "image_score": method, "image_size": image_size,
+                                              "settings": settings or {}, "images": rows, "skipped": skipped})
     return rows
 
 
@@ -107,3 +146,112 @@ def read_threshold(path: str | os.PathLike, clsname: str | None = None) -> tuple
     if clsname not in data["per_class"]:
         raise KeyError(f"{path}: no threshold for class {clsname!r}; classes: {sorted(data['per_class'])}")
     return float(data["per_class"][clsname]), data["image_score"]
+
+
+# Settings of the test run that fitted a threshold, and that its predictions must share.
+INHERITED = ("model_config", "resume_path", "only_mid_control", "scorer", "scorer_weights", "image_size",
+             "ddim_steps", "guidance_scale", "start_timestep", "start_mode", "sigma", "seed", "metrics_mode")
+RUN_SETTINGS_FILE = "test_config.yaml"
+
+
+def threshold_source(value: str | float | None, default_run: Path) -> tuple[float | None, Path | None]:
+    """``--threshold``: a number (used as is) → ``(number, None)``; a test run's folder or its
+    ``thresholds.json`` (None: ``default_run``) → ``(None, thresholds file)``."""
+    if value is None:
+        return None, Path(default_run) / "thresholds.json"
+    try:
+        return float(value), None
+    except (TypeError, ValueError):
+        pass
+    path = Path(value)
+    if path.is_dir():
+        return None, path / "thresholds.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: --threshold is neither a number, a test run folder nor a thresholds file")
+    return None, path
+
+
+def explicit_settings(args, names) -> set[str]:
+    """The settings the command line (flags, ``key=value`` overrides, ``--config`` file) sets explicitly."""
+    from omegaconf import OmegaConf
+
+    keys = {k for k, v in vars(args).items() if k in names and v is not None}
+    keys |= {o.split("=", 1)[0] for o in getattr(args, "overrides", None) or [] if "=" in o}
+    if getattr(args, "use_dino", False):
+        keys.add("scorer")
+    if getattr(args, "config", None) and Path(args.config).is_file():
+        keys |= set(OmegaConf.to_container(OmegaConf.load(args.config)) or {})
+    return keys & set(names)
+
+
+def _same_setting(key: str, a, b) -> bool:
+    if key in ("model_config", "resume_path", "scorer_weights") and a and b:
+        return os.path.abspath(str(a)) == os.path.abspath(str(b)) or (
+            Path(a).is_file() and Path(b).is_file() and os.path.samefile(a, b))
+    return a == b
+
+
+def inherit_test_run(cfg, thresholds_file: Path, explicit: set[str], *, force: bool = False):
+    """``cfg`` with the :data:`INHERITED` settings of the test run that wrote ``thresholds_file`` (its saved
+    ``test_config.yaml``). A setting given explicitly with another value is refused naming it, unless
+    ``force`` (then the given value is used, and a warning says the threshold may not fit)."""
+    from dataclasses import replace
+
+    from vlmdiff.run_config import resolve_run_config
+
+    saved_file = Path(thresholds_file).parent / RUN_SETTINGS_FILE
+    if not saved_file.is_file():
+        raise FileNotFoundError(f"{saved_file}: settings of the test run that fitted the threshold not found; "
+                                "pass a numeric --threshold to predict with the settings given")
+    saved = resolve_run_config(type(cfg), config_file=saved_file)
+    changes, differing = {}, []
+    for key in INHERITED:
+        ours, theirs = getattr(cfg, key), getattr(saved, key)
+        if key in explicit and not _same_setting(key, ours, theirs):
+            differing.append(f"{key}={ours!r} (the threshold was fitted with {theirs!r})")
+        else:
+            changes[key] = theirs
+    if differing and not force:
+        raise ValueError(f"{thresholds_file}: {differing[0]}"
+                         + (f", and {len(differing) - 1} more" if len(differing) > 1 else "")
+                         + "; leave it out to use the test run's, or add --force_settings")
+    for d in differing:
+        log.warning("predicting with %s: the threshold may not fit", d)
+    return replace(cfg, **changes)
+
+
+def run_predict(args, cfg, load_model) -> int:
+    """``test.py --predict``: settings and threshold from the test run (or a numeric ``--threshold`` with the
+    settings given), checked, then :func:`predict_folder`. ``load_model(cfg, device)`` → ``(model, extractor)``.
+    Every image is decoded before the model loads: an unreadable one stops the run before anything is written
+    (unless ``--skip_bad_images``)."""
+    from dataclasses import fields
+
+    from vlmdiff.validate import resolve_device, validate_test_config
+
+    number, source = threshold_source(args.threshold, cfg.run_dir)
+    if source is None:
+        threshold, method, run = number, ("pooled" if cfg.metrics_mode == "paper" else "max"), cfg.run_dir
+    else:
+        explicit = explicit_settings(args, [f.name for f in fields(cfg)])
+        cfg = inherit_test_run(cfg, source, explicit, force=bool(getattr(args, "force_settings", False)))
+        threshold, method = read_threshold(source, args.threshold_class)
+        run = source.parent
+    validate_test_config(cfg, need_data=False)
+    out = Path(args.predict_out) if args.predict_out else run / "predict"
+    skip = bool(getattr(args, "skip_bad_images", False))
+    images = find_images(args.predict)
+    bad = check_images(images)
+    if bad and not skip:
+        refuse_bad_images(bad)
+    model, extractor = load_model(cfg, resolve_device(cfg.device))
+    settings = {k: getattr(cfg, k) for k in INHERITED}
+    rows = predict_folder(model, extractor, args.predict, out, threshold=threshold, image_size=cfg.image_size,
+                          method=method, batch_size=cfg.batch_size, sigma=cfg.sigma, seed=cfg.seed,
+                          reconstruct_kwargs=dict(ddim_steps=cfg.ddim_steps, guidance_scale=cfg.guidance_scale,
+                                                  start_timestep=cfg.start_timestep, start_mode=cfg.start_mode),
+                          skip_bad_images=skip, settings=settings, bad_images=bad)
+    flagged = sum(r["anomalous"] for r in rows)
+    print(f"{flagged} of {len(rows)} images anomalous (threshold {threshold:.4f}, image size {cfg.image_size}); "
+          f"see {out / 'predictions.csv'}")
+    return 0

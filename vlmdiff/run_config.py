@@ -70,7 +70,11 @@ def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
-            raise ValueError(f"{where}: {str(err).splitlines()[0]}") from err
+            key = getattr(err, "full_key", None)
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if key and key not in message:
+                message = f"{key}: {message}"
+            raise ValueError(f"{where}: {message}") from err
     return OmegaConf.to_object(cfg)
 
 

@@ -143,6 +143,8 @@ def prepare_run_dir(cfg: TestConfig) -> Path:
     run = cfg.run_dir
     marker = run / "run.json"
     old = json.loads(marker.read_text()) if marker.is_file() else None
+    if old is not None and not any((run / "scores").glob("part_*.npz")):
+        old = None  # a run that stopped before storing any result binds no settings
     info = fingerprint(cfg, old)
     if old is not None and not cfg.overwrite:
         diff = [_describe(k, old.get(k), v) for k, v in info.items() if not _same(k, old.get(k), v)]
@@ -246,7 +248,7 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
         _write_batch(_part_file(run, idx[0], list(batch["key"])), maps=res["maps"].astype(np.float32), gt=gt,
                      labels=np.asarray(batch["label"]).astype(np.int8), has_mask=np.asarray(batch["has_mask"]),
                      clsnames=np.asarray(batch["clsname"]), filenames=np.asarray(batch["filename"]),
-                     keys=np.asarray(batch["key"]))
+                     keys=np.asarray(batch["key"]), **_mask_quality(batch))
         start = time.perf_counter()  # storing is not scoring
     if timed:
         speed = {"images": timed, "seconds": seconds, "images_per_s": timed / max(seconds, 1e-9),
@@ -258,6 +260,31 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
         log.info("scored %d images at %.2f img/s (%s%s)%s", timed, speed["images_per_s"], cfg.precision,
                  ", channels-last" if cfg.channels_last else "", f"; peak GPU memory {speed['peak_gpu_memory_gb']:.2f} GB"
                  if cuda else "")
+
+
+def _mask_quality(batch: dict) -> dict:
+    """``mask_levels`` and ``mask_between`` of a batch's masks (see :func:`vlmdiff.data.datasets.mask_levels`)."""
+    if "mask_levels" not in batch:
+        return {}
+    return {"mask_levels": np.asarray(batch["mask_levels"]).astype(np.int32),
+            "mask_between": np.asarray(batch["mask_between"]).astype(np.float32)}
+
+
+def warn_non_binary_masks(quality: dict[str, list[tuple[str, int, float]]]) -> list[str]:
+    """One warning per class whose masks are not all two-valued, naming the first such image's mask and the
+    count; ``quality[cls]``: ``(image key, distinct values, fraction of pixels between)`` of its masks."""
+    out = []
+    for cls in sorted(quality):
+        bad = [q for q in quality[cls] if q[1] > 2]
+        if bad:
+            key, levels, between = bad[0]
+            out.append(f"class {cls}: {len(bad)} of {len(quality[cls])} masks are not two-valued (first: the mask "
+                       f"of {key}, {levels} grey values, {100 * between:.1f}% of its pixels between the lowest and "
+                       "the highest: JPEG noise or anti-aliased edges?); binarised with > 0, as the paper's "
+                       "evaluator does, which grows the anomalous regions")
+    for line in out:
+        log.warning(line)
+    return out
 
 
 def visual_name(filename: str) -> str:
@@ -328,9 +355,15 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
     per_image: dict[str, dict] = {}
     where: dict[str, list[tuple[Path, int]]] = {}  # per class: (stored file, row) of each image, in order
     scale: dict[str, list[float]] = {}  # per class: [min, max] of its maps, the report's one colour scale
+    quality: dict[str, list[tuple[str, int, float]]] = {}  # per class: the masks' two-valuedness
     for f, rows in tqdm(selection.items(), desc="metrics, pass 1/2", unit="file", leave=False):
         z = _read(f, rows)
         maps, clsnames = z["maps"], z["clsnames"]
+        if "mask_levels" in z:
+            for key, cls, has, levels, between in zip(z["keys"].tolist(), clsnames.tolist(), z["has_mask"].tolist(),
+                                                      z["mask_levels"].tolist(), z["mask_between"].tolist()):
+                if has and levels > 0:
+                    quality.setdefault(cls, []).append((key, int(levels), float(between)))
         for i, cls in enumerate(clsnames.tolist()):
             where.setdefault(cls, []).append((f, int(rows[i])))
             lo, hi = scale.setdefault(cls, [np.inf, -np.inf])
@@ -345,6 +378,8 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
             filenames.setdefault(cls, []).append(name)
             per_image[key] = {"path": key, "class": cls, "label": int(label), "score": float(score),
                               "map_file": f.relative_to(run).as_posix(), "filename": name}
+    if pixel:
+        warn_non_binary_masks(quality)
     if acc.needs_second_pass:
         for f, rows in tqdm(selection.items(), desc="metrics, pass 2/2", unit="file", leave=False):
             z = _read(f, rows, ["maps", "clsnames"])

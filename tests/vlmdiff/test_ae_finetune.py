@@ -9,6 +9,7 @@ from tests.conftest import TINY_CONFIG
 from vlmdiff.ae_finetune import LPIPS, LPIPS_CHANNELS, VGG16_CFG, RandomCrops
 from vlmdiff.checkpoint import load_state_dict
 from vlmdiff.data.synthetic import generate
+from vlmdiff.errors import cli_main
 
 
 def vgg16_features_state_dict(seed: int = 0) -> dict:
@@ -95,10 +96,12 @@ def test_wrong_lpips_files_name_the_file(weight_files, tmp_path, capsys, which):
         vgg_arg, lin_arg, named = str(tmp_path / "absent.pth"), str(lin), str(tmp_path / "absent.pth")
     with pytest.raises((ValueError, FileNotFoundError), match=named.replace("\\", "\\\\")):
         LPIPS(vgg_arg, lin_arg)
-    assert finetune_autoencoder.main(["--resume_path", "", "--model_config", str(TINY_CONFIG), "--data_path",
-                                      str(tmp_path), "--output_dir", str(tmp_path), "--lpips_vgg", vgg_arg,
-                                      "--lpips_lin", lin_arg]) == 2
+    data = generate(tmp_path / "data", classes=("disc",), image_size=64, n_train=1, n_test_good=1, n_test_defect=1)
+    assert cli_main(finetune_autoencoder.main, ["--resume_path", "", "--model_config", str(TINY_CONFIG), "--data_path",
+                                                str(data), "--output_dir", str(tmp_path / "out"), "--lpips_vgg",
+                                                vgg_arg, "--lpips_lin", lin_arg, "image_size=64"]) == 2
     assert named in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_random_crops_are_seeded_and_checked():

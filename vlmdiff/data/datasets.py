@@ -2,8 +2,8 @@
 
 Item: ``jpg`` (3×S×S normalised image), ``hint`` (the same values), ``txt`` (caption, ``""`` without
 captions), ``mask`` (1×S×S in [0, 1]), ``label`` (1 = anomalous — everywhere; the reference's class index
-for MVTec/VisA is not used), ``clsname``, ``filename``, ``has_mask`` and ``key``: the image's path relative
-to the dataset root with ``/`` separators, a stable name that seeds the image's test-time noise
+for MVTec/VisA is not used), ``clsname``, ``filename``, ``has_mask``, ``mask_levels`` and ``mask_between``
+(:func:`mask_levels` of the mask file; 0 without one) and ``key``: the image's path relative to the dataset root with ``/`` separators, a stable name that seeds the image's test-time noise
 (:mod:`vlmdiff.inference`).
 """
 
@@ -74,10 +74,13 @@ class AnomalyDataset(Dataset):
             if mask_img.size != img.size:
                 raise ValueError(f"{r.mask}: mask size {mask_img.size} differs from its image {r.image} ({img.size})")
             mask = mask_to_tensor(mask_img, self.image_size)
+            levels, between = mask_levels(mask_img)
         else:
             mask = torch.zeros(1, self.image_size, self.image_size)
+            levels, between = 0, 0.0
         return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index], "mask": mask, "label": r.label,
-                "clsname": r.clsname, "filename": r.filename, "has_mask": r.has_mask, "key": self._keys[index]}
+                "clsname": r.clsname, "filename": r.filename, "has_mask": r.has_mask, "key": self._keys[index],
+                "mask_levels": levels, "mask_between": between}
 
 
 class CifarDataset(Dataset):
@@ -118,7 +121,17 @@ class CifarDataset(Dataset):
         return {"jpg": jpg, "hint": jpg.clone(), "txt": self.captions[index],
                 "mask": torch.zeros(1, self.image_size, self.image_size), "label": int(self.labels[index]),
                 "clsname": self.name, "filename": self.filenames[index], "has_mask": False,
-                "key": self.filenames[index]}
+                "key": self.filenames[index], "mask_levels": 0, "mask_between": 0.0}
+
+
+def mask_levels(mask: Image.Image) -> tuple[int, float]:
+    """``(distinct grey values, fraction of pixels strictly between the lowest and the highest)`` of a mask
+    at its own resolution: a two-valued mask gives ``(≤ 2, 0.0)``; JPEG noise or anti-aliased edges do not."""
+    arr = np.asarray(mask)
+    values = np.unique(arr)
+    if len(values) <= 2:
+        return int(len(values)), 0.0
+    return int(len(values)), float(np.mean((arr > values[0]) & (arr < values[-1])))
 
 
 def _posix(name: str) -> str:
@@ -169,17 +182,39 @@ def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, n
 DATASETS = ("mvtec", "visa", "realiad", "coco", "cifar10", "cifar100", "custom")
 
 
-def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
-                  classes: Sequence[str] | None = None, captions: Captions | None = None,
-                  coco_part: int = 0, split_csv=None, json_dir=None) -> Dataset:
-    """The dataset ``name`` (one of :data:`DATASETS`) of the folder ``root``, split ``train`` or ``test``."""
-    readers = {
+def check_layout(name: str, root: str | os.PathLike, split: str, *, classes: Sequence[str] | None = None,
+                 coco_part: int = 0, split_csv=None, json_dir=None) -> None:
+    """Check that ``root`` holds the ``split`` of dataset ``name`` in its layout, reading no image."""
+    if name in ("cifar10", "cifar100"):
+        folder = Path(root) / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+        folder = folder if folder.is_dir() else Path(root)
+        names = ((["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]) if name == "cifar10"
+                 else [split])
+        for f in names:
+            if not (folder / f).is_file():
+                raise FileNotFoundError(f"{folder / f}: CIFAR batch file not found")
+        return
+    readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
+    if name not in readers:
+        raise ValueError(f"data_set: unknown dataset {name!r}; valid: {list(DATASETS)}")
+    readers[name]()
+
+
+def _readers(name, root, split, classes, coco_part, split_csv, json_dir) -> dict:
+    return {
         "mvtec": lambda: mvtec_records(root, split, classes),
         "custom": lambda: mvtec_records(root, split, classes, require_masks=False),
         "visa": lambda: visa_records(root, split, classes, split_csv=split_csv),
         "realiad": lambda: realiad_records(root, split, classes, json_dir=json_dir),
         "coco": lambda: coco_records(root, split, coco_part=coco_part),
     }
+
+
+def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
+                  classes: Sequence[str] | None = None, captions: Captions | None = None,
+                  coco_part: int = 0, split_csv=None, json_dir=None) -> Dataset:
+    """The dataset ``name`` (one of :data:`DATASETS`) of the folder ``root``, split ``train`` or ``test``."""
+    readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
     if name in ("cifar10", "cifar100"):
         return CifarDataset(root, split, num_classes=int(name[5:]), image_size=image_size, captions=captions)
     if name not in readers:

@@ -1,0 +1,246 @@
+"""Checks of a run's settings and input files before any work: before a model is built or a dataset read,
+and before anything is written to the run folder.
+
+Every failure raises :class:`ValueError` or :class:`FileNotFoundError` with one line naming the setting or
+the file and what is wrong with it. The model is checked against its checkpoint on PyTorch's ``meta``
+device (shapes only, no memory, well under a second for the full-size model) and the checkpoint's shapes
+are read from its header (:func:`vlmdiff.checkpoint.checkpoint_shapes`), so a checkpoint that does not fit
+the model config is refused without loading either.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmdiff.checkpoint import checkpoint_shapes
+from vlmdiff.precision import PRECISIONS
+
+log = logging.getLogger(__name__)
+
+MIN_LATENT = 16  # the SGN's feature fusion normalises per instance: latents of at least 16×16
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model config fixes about the runs it can do."""
+
+    num_timesteps: int
+    ae_factor: int  # image side / latent side
+    unet_factor: int  # latent side / the UNet's coarsest side
+    shapes: dict  # state-dict key -> shape
+
+    @property
+    def size_step(self) -> int:
+        return self.ae_factor * self.unet_factor
+
+    @property
+    def min_image_size(self) -> int:
+        step = self.size_step
+        return -(-MIN_LATENT * self.ae_factor // step) * step
+
+
+def model_facts(model_config: str) -> ModelFacts:
+    """Build the model of ``model_config`` on the ``meta`` device and read its schedule, factors and shapes."""
+    from vlmdiff.model import create_model
+
+    path = Path(model_config)
+    if not str(model_config):
+        raise ValueError("model_config: not set (the model's YAML file)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model config not found (model_config)")
+    try:
+        with torch.device("meta"):
+            model = create_model(path)
+    except (ValueError, KeyError, FileNotFoundError):
+        raise
+    except Exception as err:  # a config whose values the model's layers refuse
+        raise ValueError(f"{path}: not a valid model config ({type(err).__name__}: {err})") from err
+    unet = model.model.diffusion_model
+    n_down = sum(1 for name, _ in unet.input_blocks.named_children()
+                 if type(unet.input_blocks[int(name)][0]).__name__ == "Downsample")
+    return ModelFacts(num_timesteps=int(model.num_timesteps),
+                      ae_factor=2 ** (len(model.first_stage_model.encoder.down) - 1), unet_factor=2 ** n_down,
+                      shapes={k: tuple(v.shape) for k, v in model.state_dict().items()})
+
+
+def check_checkpoint(path: str, facts: ModelFacts | None, *, setting: str = "resume_path",
+                     model_config: str = "") -> None:
+    """The checkpoint exists, is readable, and (given the model's facts) its tensors fit the model's shapes."""
+    if not str(path):
+        raise ValueError(f"{setting}: not set (the checkpoint file)")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found ({setting})")
+    shapes = checkpoint_shapes(path)
+    if shapes is None or facts is None:
+        return
+    own = facts.shapes
+    optional = {"cond_stage_model.transformer.text_model.embeddings.position_ids"}
+    mis = [f"{k}: file {shapes[k]} vs model {own[k]}" for k in own if k in shapes and shapes[k] != own[k]]
+    missing = [k for k in own if k not in shapes and k not in optional]
+    unexpected = [k for k in shapes if k not in own]
+    if mis or missing or unexpected:
+        parts = [f"{len(mis)} mis-shaped, e.g. {mis[0]}" if mis else "",
+                 f"{len(missing)} missing, e.g. {missing[0]}" if missing else "",
+                 f"{len(unexpected)} unexpected, e.g. {unexpected[0]}" if unexpected else ""]
+        raise ValueError(f"{path}: does not fit the model config {model_config} "
+                         f"({'; '.join(p for p in parts if p)})")
+
+
+def _int(cfg, key: str, low: int | None = None, high: int | None = None, *, optional: bool = False) -> None:
+    value = getattr(cfg, key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key}: expected an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{key}: must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{key}: must be <= {high}, got {value}")
+
+
+def _choice(cfg, key: str, choices) -> None:
+    value = getattr(cfg, key)
+    if value not in choices:
+        raise ValueError(f"{key}: must be one of {list(choices)}, got {value!r}")
+
+
+def check_image_size(image_size: Any, facts: ModelFacts) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
+        raise ValueError(f"image_size: expected a positive integer, got {image_size!r}")
+    step, low = facts.size_step, facts.min_image_size
+    if image_size % step:
+        near = sorted({max(low, image_size // step * step), max(low, -(-image_size // step) * step)})
+        raise ValueError(f"image_size: {image_size} is not a multiple of {step} (the autoencoder's factor "
+                         f"{facts.ae_factor} times the UNet's {facts.unet_factor}); e.g. {' or '.join(map(str, near))}")
+    if image_size < low:
+        raise ValueError(f"image_size: {image_size} is too small; the model needs at least {low} "
+                         f"(latents of at least {MIN_LATENT}x{MIN_LATENT})")
+
+
+def _device(value: str) -> None:
+    if value == "auto":
+        return
+    try:
+        device = torch.device(value)
+    except RuntimeError as err:
+        raise ValueError(f"device: {value!r} is not a device (cpu, cuda, cuda:1 or auto)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {value!r} asked for, but no CUDA device is available")
+
+
+def resolve_device(value: str) -> torch.device:
+    """``auto`` → the first GPU when there is one, else the CPU; otherwise the device named (checked)."""
+    _device(value)
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
+
+
+def check_data(cfg, split: str) -> None:
+    """The dataset root exists and holds the ``split`` of ``cfg.data_set`` in its expected layout."""
+    from vlmdiff.data.datasets import check_layout
+
+    if not cfg.data_path:
+        raise ValueError("data_path: not set (the dataset root)")
+    if not Path(cfg.data_path).is_dir():
+        raise FileNotFoundError(f"{cfg.data_path}: dataset root not found (data_path)")
+    check_layout(cfg.data_set, cfg.data_path, split, classes=cfg.classes, coco_part=cfg.coco_part)
+
+
+def validate_test_config(cfg, *, need_data: bool = True, need_model: bool = True,
+                         eval_only: bool = False) -> ModelFacts | None:
+    """Check a :class:`vlmdiff.testing.TestConfig` before any work (see the module docstring).
+
+    ``eval_only``: only the stored results of the run are read (no model, no dataset); the run must exist.
+    """
+    if eval_only:
+        if not (cfg.run_dir / "run.json").is_file():
+            raise FileNotFoundError(f"{cfg.run_dir}: no test run here to evaluate (exp_name, output_dir)")
+        need_model = need_data = False
+    from vlmdiff.features import EXTRACTORS
+    from vlmdiff.metrics import MODES
+    from vlmdiff.model import START_MODES
+
+    for key in ("batch_size", "ddim_steps"):
+        _int(cfg, key, 1)
+    for key in ("num_workers", "start_ind", "gallery_per_class", "coco_part"):
+        _int(cfg, key, 0)
+    _int(cfg, "end_ind", 1, optional=True)
+    if cfg.end_ind is not None and cfg.end_ind <= cfg.start_ind:
+        raise ValueError(f"end_ind: must be greater than start_ind ({cfg.start_ind}), got {cfg.end_ind}")
+    if not cfg.sigma >= 0:
+        raise ValueError(f"sigma: must be >= 0, got {cfg.sigma}")
+    _choice(cfg, "scorer", EXTRACTORS)
+    _choice(cfg, "start_mode", START_MODES)
+    _choice(cfg, "precision", PRECISIONS)
+    _choice(cfg, "metrics_mode", MODES)
+    _device(cfg.device)
+    if cfg.scorer_weights and not Path(cfg.scorer_weights).is_file():
+        raise FileNotFoundError(f"{cfg.scorer_weights}: scorer weights not found (scorer_weights)")
+    if not need_model:
+        return None
+    if cfg.resume_path and not Path(cfg.resume_path).is_file():
+        raise FileNotFoundError(f"{cfg.resume_path}: checkpoint file not found (resume_path)")
+    facts = model_facts(cfg.model_config)
+    _int(cfg, "start_timestep", 0, facts.num_timesteps - 1)
+    _int(cfg, "ddim_steps", 1, facts.num_timesteps)
+    check_image_size(cfg.image_size, facts)
+    check_checkpoint(cfg.resume_path, facts, model_config=cfg.model_config)
+    if need_data:
+        check_data(cfg, "test")
+    return facts
+
+
+def validate_train_config(cfg, *, resume_from: str | Path | None = None) -> ModelFacts:
+    """Check a :class:`vlmdiff.training.TrainConfig` before any work; ``resume_from``: the run's own last
+    checkpoint when the run resumes (then the start checkpoint is not read)."""
+    for key in ("batch_size", "accumulate_grad_batches", "num_nodes", "log_every_n_steps"):
+        _int(cfg, key, 1)
+    _int(cfg, "max_epochs", 1, optional=True)
+    _int(cfg, "every_n_epochs", 1, optional=True)
+    for key in ("num_workers", "coco_part"):
+        _int(cfg, key, 0)
+    if not cfg.learning_rate > 0:
+        raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
+    facts = model_facts(cfg.model_config)
+    check_image_size(cfg.image_size, facts)
+    if resume_from is not None:
+        check_checkpoint(str(resume_from), facts, setting="the run's last checkpoint", model_config=cfg.model_config)
+    else:
+        check_checkpoint(cfg.resume_path, facts, model_config=cfg.model_config)
+    check_data(cfg, "train")
+    return facts
+
+
+def validate_autoencoder_config(cfg) -> None:
+    """Check the settings of an autoencoder finetuning run (``finetune_autoencoder.py``) before any work."""
+    for key in ("batch_size", "accumulate", "devices"):
+        _int(cfg, key, 1)
+    _int(cfg, "max_steps", -1)
+    if cfg.max_epochs != -1 or cfg.max_steps <= 0:  # -1: no epoch limit, allowed when max_steps bounds the run
+        _int(cfg, "max_epochs", 1)
+    for key in ("num_workers", "coco_part", "disc_start"):
+        _int(cfg, key, 0)
+    if cfg.learning_rate is not None and not cfg.learning_rate > 0:
+        raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
+    facts = model_facts(cfg.model_config)
+    for key in ("image_size", "crop_size"):
+        value = getattr(cfg, key)
+        if key == "crop_size" and not value:  # None or 0: whole images
+            continue
+        _int(cfg, key, facts.ae_factor)
+        if value % facts.ae_factor:
+            raise ValueError(f"{key}: {value} is not a multiple of the autoencoder's factor {facts.ae_factor}")
+    if cfg.crop_size and cfg.crop_size > cfg.image_size:
+        raise ValueError(f"crop_size: {cfg.crop_size} is larger than image_size ({cfg.image_size})")
+    if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
+        raise ValueError("lpips_vgg, lpips_lin: go together (VGG16 weights and the LPIPS linear heads)")
+    for key in ("lpips_vgg", "lpips_lin"):
+        if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
+            raise FileNotFoundError(f"{getattr(cfg, key)}: weights not found ({key})")
+    if cfg.resume_path:
+        check_checkpoint(cfg.resume_path, None)
+    check_data(cfg, "train")
