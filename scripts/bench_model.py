@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 from vlmdiff.model import create_model  # noqa: E402
 
 CONFIGS = {"tiny": ("configs/tiny.yaml", 128), "full": ("configs/vlmdiff.yaml", 256)}
