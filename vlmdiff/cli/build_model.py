@@ -8,17 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from utils.io import atomic_path
-from utils.seed import seed_everything
-from vlmdiff.assemble import assemble_state_dict
-from vlmdiff.checkpoint import load_state_dict
-from vlmdiff.model import create_model, load_weights
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--sd", required=True, help="Stable Diffusion 1.x checkpoint (.ckpt or .safetensors)")
     p.add_argument("--ae", default=None,
                    help="finetuned autoencoder checkpoint (e.g. models/fs_mvtecad.ckpt); default: SD's own VAE")
@@ -33,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def save_state_dict(state_dict: dict, path: Path) -> None:
     """Write atomically: safetensors for ``.safetensors``, else ``torch.save({"state_dict": ...})``."""
+    import torch
+
     state_dict = {k: v.contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
@@ -43,8 +39,13 @@ def save_state_dict(state_dict: dict, path: Path) -> None:
             torch.save({"state_dict": state_dict}, tmp)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    from utils.seed import seed_everything  # after the arguments: --help answers without torch
+    from vlmdiff.assemble import assemble_state_dict
+    from vlmdiff.checkpoint import load_state_dict
+    from vlmdiff.model import create_model, load_weights
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         sd_state = load_state_dict(args.sd)

@@ -22,8 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmdiff.captioning import BACKENDS, DTYPES, PROMPTS, build_captioner, resolve_prompt, run_captioning
-from vlmdiff.data import build_dataset
+from vlmdiff.captioning import BACKENDS, DTYPES, PROMPTS, build_captioner, resolve_prompt
 from vlmdiff.data.captions import folder_name
 from vlmdiff.run_config import resolve_run_config, save_run_config
 
@@ -60,8 +59,8 @@ class CaptionerConfig:
     resume: bool = True
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="run config YAML (CaptionerConfig fields)")
     p.add_argument("--data_set", choices=DATA_SETS)
     p.add_argument("--backend", choices=BACKENDS)
@@ -89,8 +88,11 @@ def resolve_device(device: str) -> str:
     return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    from vlmdiff.captioning import run_captioning  # after the arguments: --help answers without torch
+    from vlmdiff.data import build_dataset
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
     for key, env in (("num_shards", "WORLD_SIZE"), ("shard_index", "RANK")):

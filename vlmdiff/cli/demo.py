@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, prog=None):
     import argparse
 
     from vlmdiff.data.synthetic import CLASSES, DEFAULT_CLASSES
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--work_dir", default="runs/demo", help="every output goes here (%(default)s)")
     a("--data_path", help="your own MVTec-like folder instead of the synthetic benchmark")
@@ -96,8 +96,8 @@ def template_captions(data: Path, out: Path, data_set: str, classes) -> None:
         write_caption_files(out, split, "synthetic", "template", items)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
     threads = configure_cpu(args.threads)
     import time
 

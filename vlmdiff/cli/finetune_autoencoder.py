@@ -15,18 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
-
 from utils.io import atomic_path
-from utils.seed import seed_everything
-from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
-from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix
-from vlmdiff.config import instantiate, load_config
-from vlmdiff.data import build_dataset
 from vlmdiff.run_config import resolve_run_config, save_run_config
 
 log = logging.getLogger("finetune_autoencoder")
@@ -59,8 +48,8 @@ class AEConfig:
     progress_bar: bool = True
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="run config YAML (AEConfig fields)")
     for name, kind in [("resume_path", str), ("model_config", str), ("data_set", str), ("data_path", str),
                        ("coco_part", int), ("image_size", int), ("crop_size", int), ("exp_name", str),
@@ -73,6 +62,9 @@ def parse_args(argv=None):
 
 
 def load_autoencoder(cfg: AEConfig):
+    from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix  # after the arguments: --help answers without torch
+    from vlmdiff.config import instantiate, load_config
+
     section = load_config(cfg.model_config).model.params.first_stage_config
     ae = instantiate(section, where=f"{cfg.model_config}: first_stage_config")
     if cfg.resume_path:
@@ -85,8 +77,18 @@ def load_autoencoder(cfg: AEConfig):
     return ae
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    import lightning as L  # after the arguments: --help answers without torch
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from utils.seed import seed_everything
+    from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
+    from vlmdiff.data import build_dataset
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
     cfg = resolve_run_config(AEConfig, config_file=args.config, flags=flags, overrides=args.overrides)

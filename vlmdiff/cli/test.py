@@ -16,21 +16,20 @@ import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from utils.seed import seed_everything
-from vlmdiff.data import build_dataset, read_caption_files, read_coco_captions
-from vlmdiff.features import EXTRACTORS, build_extractor
-from vlmdiff.model import create_model
-from vlmdiff.predict import predict_folder, read_threshold
-from vlmdiff.report import markdown_table
+from vlmdiff.data import read_caption_files, read_coco_captions
+from vlmdiff.features import EXTRACTORS
 from vlmdiff.run_config import resolve_run_config, save_run_config
-from vlmdiff.testing import TestConfig, distributed_context, evaluate_run, prepare_run_dir, run_batches
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlmdiff.testing import TestConfig
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="run config YAML (TestConfig fields)")
     p.add_argument("--resume_path", help="trained checkpoint (.ckpt/.safetensors)")
     p.add_argument("--model_config", help="model config (default configs/vlmdiff.yaml)")
@@ -63,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve(args) -> TestConfig:
+    from vlmdiff.testing import TestConfig  # after the arguments: --help answers without torch
+
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides", "use_dino", "dino_version")}
     if args.use_dino and args.scorer is None:
         flags["scorer"] = args.dino_version
@@ -83,6 +84,9 @@ def caption_source(cfg: TestConfig):
 
 
 def load_model(cfg: TestConfig, device: torch.device):
+    from vlmdiff.features import build_extractor
+    from vlmdiff.model import create_model
+
     model = create_model(cfg.model_config)
     model.load_checkpoint(cfg.resume_path)
     model.only_mid_control = cfg.only_mid_control  # True: the routing of the reference's scripts
@@ -90,6 +94,8 @@ def load_model(cfg: TestConfig, device: torch.device):
 
 
 def predict(args, cfg: TestConfig, device: torch.device) -> int:
+    from vlmdiff.predict import predict_folder, read_threshold
+
     if args.threshold is not None:
         threshold, method = args.threshold, "pooled" if cfg.metrics_mode == "paper" else "max"
     else:
@@ -105,8 +111,15 @@ def predict(args, cfg: TestConfig, device: torch.device) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    import torch  # after the arguments: --help answers without torch
+
+    from utils.seed import seed_everything
+    from vlmdiff.data import build_dataset
+    from vlmdiff.report import markdown_table
+    from vlmdiff.testing import distributed_context, evaluate_run, prepare_run_dir, run_batches
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = resolve(args)
     if args.predict:

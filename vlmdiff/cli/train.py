@@ -14,15 +14,17 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from utils.seed import seed_everything
-from vlmdiff.data import build_dataset, read_caption_files, read_coco_captions
+from vlmdiff.data import read_caption_files, read_coco_captions
 from vlmdiff.run_config import resolve_run_config, save_run_config
-from vlmdiff.training import TrainConfig, fit
+
+if TYPE_CHECKING:
+    from vlmdiff.training import TrainConfig
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="run config YAML (TrainConfig fields)")
     p.add_argument("--resume_path", help="assembled training-start checkpoint (build_model.py)")
     p.add_argument("--model_config", help="model config (default configs/vlmdiff.yaml)")
@@ -61,8 +63,12 @@ def caption_source(cfg: TrainConfig):
     return read_caption_files(folder if folder.is_dir() else root.parent / cfg.caption_folder, "train")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    from utils.seed import seed_everything  # after the arguments: --help answers without torch
+    from vlmdiff.data import build_dataset
+    from vlmdiff.training import TrainConfig, fit
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
     if isinstance(flags.get("devices"), str) and flags["devices"].isdigit():
