@@ -111,7 +111,7 @@ def test_each_script_wraps_its_stage_module():
 
 
 def python_files():
-    skip = {"tests", "build", "runs", "models", "outputs"}
+    skip = {"tests", "build", "dist", "runs", "models", "outputs", "venv"}
     for path in ROOT.rglob("*.py"):
         rel = path.relative_to(ROOT)
         if not (rel.parts[0] in skip or any(p.startswith(".") or p == "__pycache__" for p in rel.parts)):
