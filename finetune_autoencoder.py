@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Finetune the KL-f8 autoencoder on a dataset's normal training images (`vlmdiff finetune-autoencoder`; the code: vlmdiff/cli/finetune_autoencoder.py)."""
+"""Finetune the KL-f8 autoencoder on a dataset's normal training images.
+
+`vlmdiff finetune-autoencoder`; the code: vlmdiff/cli/finetune_autoencoder.py.
+"""
 
 import sys
 

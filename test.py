@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Test a trained VLMDiff model, or score unlabeled images with --predict (`vlmdiff test`; the code: vlmdiff/cli/test.py)."""
+"""Test a trained VLMDiff model, or score unlabeled images with --predict.
+
+`vlmdiff test` / `vlmdiff predict FOLDER`; the code: vlmdiff/cli/test.py.
+"""
 
 import sys
 

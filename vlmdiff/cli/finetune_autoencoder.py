@@ -62,7 +62,7 @@ def parse_args(argv=None, prog=None):
 
 
 def load_autoencoder(cfg: AEConfig):
-    from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix  # after the arguments: --help answers without torch
+    from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix  # torch: not needed by --help
     from vlmdiff.config import instantiate, load_config
 
     section = load_config(cfg.model_config).model.params.first_stage_config
