@@ -30,7 +30,8 @@ from scipy.ndimage import gaussian_filter
 from skimage.measure import label, regionprops
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 from vlmdiff.metrics import evaluate, evaluate_stream  # noqa: E402
 
 

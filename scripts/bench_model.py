@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 from vlmdiff.features import build_extractor  # noqa: E402
 from vlmdiff.precision import autocast, compile_networks, extract_features  # noqa: E402
 from vlmdiff.model import create_model  # noqa: E402

@@ -26,7 +26,8 @@ import torchvision
 from torch import nn
 from torchvision.models.vision_transformer import interpolate_embeddings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 from vlmdiff.checkpoint import load_state_dict, load_strict  # noqa: E402
 from vlmdiff.features import VIT, build_extractor, build_network, clean_keys  # noqa: E402
 from vlmdiff.features import resnet as own_resnet  # noqa: E402

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 from vlmdiff.data.synthetic import CLASSES, DEFAULT_CLASSES, DEFECTS, generate  # noqa: E402
 
 

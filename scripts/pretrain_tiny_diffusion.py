@@ -27,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 
 import torch  # noqa: E402
 

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-import finetune_autoencoder as ae_cli
-import test as test_cli
-import train as train_cli
+from vlmdiff.cli import finetune_autoencoder as ae_cli
+from vlmdiff.cli import test as test_cli
+from vlmdiff.cli import train as train_cli
 from tests.conftest import FULL_CONFIG, TINY_CONFIG
 from utils.seed import seed_everything
 from vlmdiff.data.synthetic import generate

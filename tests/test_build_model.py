@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import build_model
+from vlmdiff.cli import build_model
 from tests.conftest import TINY_CONFIG
 from utils.seed import seed_everything
 from vlmdiff.model import create_model

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-import captioner
+from vlmdiff.cli import captioner
 from vlmdiff.captioning import (PROMPTS, EndpointError, OpenAICaptioner, TemplateCaptioner, progress_path,
                                 resolve_prompt, run_captioning, shard_range)
 from vlmdiff.data import build_dataset, read_caption_files, read_coco_captions

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import captioner
+from vlmdiff.cli import captioner
 from tests.vlm_families import FAMILIES
 from vlmdiff.captioning import PROMPTS, TransformersCaptioner, build_captioner
 from vlmdiff.data import build_dataset, read_caption_files

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.demo import main as demo_main
+from vlmdiff.cli.demo import main as demo_main
 from vlmdiff import testing
 from vlmdiff.data.synthetic import generate
 from vlmdiff.metrics import METRICS, evaluate

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import test as test_cli
-import train as train_cli
+from vlmdiff.cli import test as test_cli
+from vlmdiff.cli import train as train_cli
 from tests.conftest import TINY_CONFIG
 from utils.seed import seed_everything
 from vlmdiff import testing

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import test as test_cli
+from vlmdiff.cli import test as test_cli
 from vlmdiff.run_config import resolve_run_config
 from vlmdiff import testing
 from vlmdiff.training import TrainConfig

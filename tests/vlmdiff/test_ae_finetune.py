@@ -4,7 +4,7 @@ the perceptual term takes part in the loss with gradients, and wrong files fail 
 import pytest
 import torch
 
-import finetune_autoencoder
+from vlmdiff.cli import finetune_autoencoder
 from tests.conftest import TINY_CONFIG
 from vlmdiff.ae_finetune import LPIPS, LPIPS_CHANNELS, VGG16_CFG, RandomCrops
 from vlmdiff.checkpoint import load_state_dict

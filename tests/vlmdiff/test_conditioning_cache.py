@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-import train as train_cli
+from vlmdiff.cli import train as train_cli
 from tests.conftest import TINY_CONFIG
 from utils.seed import seed_everything
 from vlmdiff.checkpoint import load_state_dict

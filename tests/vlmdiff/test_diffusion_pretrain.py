@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import build_model
+from vlmdiff.cli import build_model
 from scripts.pretrain_tiny_diffusion import main as pretrain_main
 from tests.conftest import TINY_CONFIG
 from utils.seed import seed_everything

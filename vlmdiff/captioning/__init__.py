@@ -4,14 +4,15 @@
 * :mod:`~vlmdiff.captioning.backends`: ``transformers`` (a local image-text-to-text folder), ``openai`` (an
   OpenAI-compatible chat endpoint: vLLM, lmdeploy, SGLang) and ``template`` (class-name sentences, no VLM).
 * :mod:`~vlmdiff.captioning.runner`: :func:`run_captioning` writes the reference's caption files.
+
+The names below load their submodule on first use: the prompts and backends import without torch.
 """
 
-from vlmdiff.captioning.backends import (BACKENDS, DTYPES, Captioner, EndpointError, OpenAICaptioner,
-                                         TemplateCaptioner, TransformersCaptioner, build_captioner)
-from vlmdiff.captioning.prompts import PROMPTS, resolve_prompt
-from vlmdiff.captioning.runner import (ShardResult, progress_path, run_captioning, shard_range,
-                                       write_coco_annotations)
+from utils.lazy import lazy_exports
 
-__all__ = ["BACKENDS", "DTYPES", "PROMPTS", "Captioner", "EndpointError", "OpenAICaptioner", "ShardResult",
-           "TemplateCaptioner", "TransformersCaptioner", "build_captioner", "progress_path", "resolve_prompt",
-           "run_captioning", "shard_range", "write_coco_annotations"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "backends": ["BACKENDS", "DTYPES", "Captioner", "EndpointError", "OpenAICaptioner", "TemplateCaptioner",
+                 "TransformersCaptioner", "build_captioner"],
+    "prompts": ["PROMPTS", "resolve_prompt"],
+    "runner": ["ShardResult", "progress_path", "run_captioning", "shard_range", "write_coco_annotations"],
+})

@@ -1,8 +1,13 @@
-"""Datasets, caption files and the bundled synthetic benchmark."""
+"""Datasets, caption files and the bundled synthetic benchmark.
 
-from vlmdiff.data.captions import Captions, match_captions, read_caption_files, read_coco_captions
-from vlmdiff.data.datasets import DATASETS, AnomalyDataset, CifarDataset, build_dataset
-from vlmdiff.data.layouts import Record
+The names below load their submodule on first use: ``vlmdiff.data.captions`` and ``vlmdiff.data.synthetic``
+import without torch.
+"""
 
-__all__ = ["DATASETS", "AnomalyDataset", "Captions", "CifarDataset", "Record", "build_dataset", "match_captions",
-           "read_caption_files", "read_coco_captions"]
+from utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "captions": ["Captions", "match_captions", "read_caption_files", "read_coco_captions"],
+    "datasets": ["DATASETS", "AnomalyDataset", "CifarDataset", "build_dataset"],
+    "layouts": ["Record"],
+})

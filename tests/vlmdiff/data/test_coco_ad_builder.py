@@ -2,7 +2,6 @@
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ from vlmdiff.data import coco_ad
 from vlmdiff.data.coco_ad import build_coco_ad, category_labels, held_out_categories
 from vlmdiff.data.layouts import coco_records
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from scripts.make_coco_ad import main  # noqa: E402
+from scripts.make_coco_ad import main
 
 # The 80 COCO 2017 categories with their real, non-contiguous ids (12, 26, 29, 30, 45, 66, 68, 69, 71, 83
 # are unused); the test writes them to the annotation files in shuffled order.

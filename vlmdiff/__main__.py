@@ -1,0 +1,3 @@
+from vlmdiff.cli import main
+
+raise SystemExit(main())

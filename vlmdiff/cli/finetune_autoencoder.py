@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Finetune the KL-f8 autoencoder on a dataset's normal training images (L1 + LPIPS + KL, discriminator
+after --disc_start), and write the checkpoint build_model.py consumes (--ae). Starting the same
+--exp_name again continues from its last completed epoch (<output_dir>/<exp_name>/checkpoints/last.ckpt).
+
+    python finetune_autoencoder.py --resume_path models/autoencoders.ckpt --data_set mvtec \\
+        --data_path data/mvtec --lpips_vgg models/vgg16.pth --lpips_lin models/lpips_vgg.pth --max_epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.io import atomic_path
+from vlmdiff.run_config import resolve_run_config, save_run_config
+
+log = logging.getLogger("finetune_autoencoder")
+
+
+@dataclass
+class AEConfig:
+    resume_path: str = "models/autoencoders.ckpt"  # "" starts from random weights (toy runs only)
+    model_config: str = "configs/vlmdiff.yaml"  # its first_stage_config is the autoencoder
+    data_set: str = "mvtec"
+    data_path: str = ""
+    coco_part: int = 0
+    classes: list[str] | None = None  # a subset of the data set's classes (default: all)
+    image_size: int = 256
+    crop_size: int | None = None  # train on random crops of this side (default: whole images)
+    exp_name: str = "autoencoder"
+    output_dir: str = "runs"
+    batch_size: int = 1
+    accumulate: int = 8
+    learning_rate: float | None = None  # default: batch_size × 4.5e-5, as the reference
+    max_epochs: int = 10
+    max_steps: int = -1  # autoencoder optimiser updates (-1: no limit)
+    disc_start: int = 50001
+    lpips_vgg: str | None = None
+    lpips_lin: str | None = None
+    num_workers: int = 4
+    accelerator: str = "auto"
+    devices: int = 1
+    seed: int = 1
+    progress_bar: bool = True
+
+
+def parse_args(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="run config YAML (AEConfig fields)")
+    for name, kind in [("resume_path", str), ("model_config", str), ("data_set", str), ("data_path", str),
+                       ("coco_part", int), ("image_size", int), ("crop_size", int), ("exp_name", str),
+                       ("output_dir", str), ("batch_size", int), ("accumulate", int), ("learning_rate", float),
+                       ("max_epochs", int), ("max_steps", int), ("disc_start", int), ("lpips_vgg", str),
+                       ("lpips_lin", str), ("num_workers", int), ("accelerator", str), ("devices", int), ("seed", int)]:
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    return p.parse_args(argv)
+
+
+def load_autoencoder(cfg: AEConfig):
+    from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix  # torch: not needed by --help
+    from vlmdiff.config import instantiate, load_config
+
+    section = load_config(cfg.model_config).model.params.first_stage_config
+    ae = instantiate(section, where=f"{cfg.model_config}: first_stage_config")
+    if cfg.resume_path:
+        sd = load_state_dict(cfg.resume_path)
+        if any(k.startswith("first_stage_model.") for k in sd):
+            sd = strip_prefix(sd, "first_stage_model.")
+        load_strict(ae, {k: v for k, v in sd.items() if not k.startswith("loss.")}, source=cfg.resume_path)
+    else:
+        log.warning("no --resume_path: the autoencoder starts from random weights")
+    return ae
+
+
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    import lightning as L  # after the arguments: --help answers without torch
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from utils.seed import seed_everything
+    from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
+    from vlmdiff.data import build_dataset
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
+    cfg = resolve_run_config(AEConfig, config_file=args.config, flags=flags, overrides=args.overrides)
+    from vlmdiff.validate import validate_autoencoder_config
+
+    validate_autoencoder_config(cfg)
+    seed_everything(cfg.seed)
+    run = Path(cfg.output_dir) / cfg.exp_name
+    lpips = None
+    if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
+        print("error: --lpips_vgg and --lpips_lin go together (VGG16 weights and the LPIPS linear heads)",
+              file=sys.stderr)
+        return 2
+    try:
+        if cfg.lpips_vgg:
+            lpips = LPIPS(cfg.lpips_vgg, cfg.lpips_lin)
+        autoencoder = load_autoencoder(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    save_run_config(cfg, run / "ae_config.yaml")
+    if lpips is None:
+        log.warning("LPIPS weights not given (--lpips_vgg, --lpips_lin): training without the perceptual term")
+    dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part,
+                            classes=cfg.classes)
+    if cfg.crop_size:
+        # one seeded generator in the main process; DataLoader workers draw from their own seeded global RNG
+        own = torch.Generator().manual_seed(cfg.seed) if cfg.num_workers == 0 else None
+        dataset = RandomCrops(dataset, cfg.crop_size, generator=own)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    module = AutoencoderFinetuner(autoencoder, learning_rate=cfg.learning_rate or cfg.batch_size * 4.5e-5,
+                                  accumulate=cfg.accumulate, disc_start=cfg.disc_start, lpips=lpips)
+    max_steps = 2 * cfg.max_steps if cfg.max_steps > 0 else -1  # Lightning counts both optimisers' steps
+    # one rolling checkpoint (last.ckpt, every epoch): starting the same run again continues from it
+    checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", save_top_k=0, save_last=True, every_n_epochs=1,
+                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    resume = run / "checkpoints" / "last.ckpt"
+    resume = resume if resume.is_file() else None
+    if resume is not None:
+        log.info("resuming from %s (the last completed epoch)", resume)
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.max_epochs,
+                        max_steps=max_steps, default_root_dir=run, enable_progress_bar=cfg.progress_bar,
+                        enable_model_summary=False, log_every_n_steps=10, limit_val_batches=0,
+                        callbacks=[checkpoints], logger=CSVLogger(run, name="csv", version=""))
+    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
+    out = run / "autoencoder.ckpt"
+    with atomic_path(out) as tmp:
+        torch.save({"state_dict": module.autoencoder.state_dict()}, tmp)
+    print(f"wrote {out} (use it as build_model.py --ae)")
+    return 0
+
+
+if __name__ == "__main__":
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Test a trained VLMDiff model: reconstruct every test image, score it, and report the seven metrics.
+
+Defaults follow the reference protocol (DDIM 10 steps, guidance 9, t = 999, DINO ViT-S/8 scoring when its
+weights are given with --scorer_weights), seeded. Resumes an interrupted run of the same --exp_name.
+Several processes (torchrun --nproc_per_node N test.py ...) split the batches; process 0 reports.
+
+    python test.py --config configs/runs/test_mvtec.yaml --resume_path runs/mvtec_vlmdiff/checkpoints/last.ckpt \\
+        --data_path data/mvtec --scorer_weights models/dino_deitsmall8_pretrain.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vlmdiff.data import read_caption_files, read_coco_captions
+from vlmdiff.features import EXTRACTORS
+from vlmdiff.run_config import resolve_run_config, save_run_config
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlmdiff.testing import TestConfig
+
+
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="run config YAML (TestConfig fields)")
+    p.add_argument("--resume_path", help="trained checkpoint (.ckpt/.safetensors)")
+    p.add_argument("--model_config", help="model config (default configs/vlmdiff.yaml)")
+    p.add_argument("--data_set", choices=["mvtec", "visa", "realiad", "coco", "cifar10", "cifar100", "custom"])
+    p.add_argument("--data_path", help="dataset root")
+    p.add_argument("--coco_part", type=int)
+    p.add_argument("--exp_name", help="run name: results go to <output_dir>/<exp_name>")
+    p.add_argument("--output_dir")
+    p.add_argument("--use_captions", action="store_true", default=None, help="text guidance at test time (COCO-AD)")
+    p.add_argument("--caption_folder", help="caption folder (a sibling of the dataset root, or a path); COCO-AD: "
+                   "the caption-file suffix, e.g. _internvl")
+    p.add_argument("--scorer", choices=EXTRACTORS, help="feature extractor for the anomaly maps")
+    p.add_argument("--scorer_weights", help="local weights of the scorer (DINO .pth, ...)")
+    p.add_argument("--use_dino", action="store_true", help="reference flag: score with --dino_version")
+    p.add_argument("--dino_version", choices=["v1s8", "v1s16", "v1b8", "v1b16", "v2s14", "v1r50"], default="v1s8")
+    p.add_argument("--batch_size", type=int)
+    p.add_argument("--start_ind", type=int)
+    p.add_argument("--end_ind", type=int)
+    p.add_argument("--save_visuals", action="store_true", default=None)
+    p.add_argument("--run_eval_only", action="store_true", help="only compute metrics of stored results")
+    p.add_argument("--predict", metavar="FOLDER", help="score the unlabeled images under FOLDER instead of testing")
+    p.add_argument("--threshold", help="--predict: a test run's folder or its thresholds.json (default: this "
+                   "--exp_name's): its F1-optimal threshold and its settings (model, checkpoint, scorer, image size, "
+                   "protocol); or a number, used with the settings given")
+    p.add_argument("--force_settings", action="store_true",
+                   help="--predict: allow settings that differ from those the threshold was fitted with")
+    p.add_argument("--skip_bad_images", action="store_true",
+                   help="--predict: leave out (and list in skipped.txt) images that cannot be read")
+    p.add_argument("--threshold_class", help="--predict: use this class's threshold instead of the all-class one")
+    p.add_argument("--predict_out", help="--predict: output folder (default <run>/predict)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--overwrite", action="store_true", default=None, help="discard stored results of this run")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of TestConfig fields")
+    return p.parse_args(argv)
+
+
+def resolve(args) -> TestConfig:
+    from vlmdiff.testing import TestConfig  # after the arguments: --help answers without torch
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides", "use_dino", "dino_version")}
+    if args.use_dino and args.scorer is None:
+        flags["scorer"] = args.dino_version
+    return resolve_run_config(TestConfig, config_file=args.config, flags=flags, overrides=args.overrides)
+
+
+def caption_source(cfg: TestConfig):
+    """Test captions; for COCO-AD ``--caption_folder`` is the caption-file suffix, as in the reference
+    (``<root>/annotations/captions_val2017<suffix>.json``; ``""``: the official human captions)."""
+    if not cfg.use_captions:
+        return None
+    if cfg.data_set == "coco":
+        return read_coco_captions(Path(cfg.data_path) / "annotations" / f"captions_val2017{cfg.caption_folder}.json")
+    folder = Path(cfg.caption_folder)
+    if not folder.is_absolute() and not folder.exists():
+        folder = Path(cfg.data_path).parent / cfg.caption_folder  # the reference: a sibling of the root
+    return read_caption_files(folder, "test")
+
+
+def load_model(cfg: TestConfig, device: torch.device):
+    from vlmdiff.features import build_extractor
+    from vlmdiff.model import create_model
+
+    model = create_model(cfg.model_config)
+    model.load_checkpoint(cfg.resume_path)
+    model.only_mid_control = cfg.only_mid_control  # True: the routing of the reference's scripts
+    return model.to(device).eval(), build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
+
+
+def predict(args, cfg: TestConfig) -> int:
+    from vlmdiff.predict import run_predict
+
+    return run_predict(args, cfg, load_model)
+
+
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    import torch  # after the arguments: --help answers without torch
+
+    from utils.seed import seed_everything
+    from vlmdiff.data import build_dataset
+    from vlmdiff.report import markdown_table
+    from vlmdiff.testing import distributed_context, evaluate_run, prepare_run_dir, run_batches
+    from vlmdiff.validate import validate_test_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = resolve(args)
+    if args.predict:
+        return predict(args, cfg)
+    validate_test_config(cfg, eval_only=args.run_eval_only)
+    rank, world = distributed_context()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank, world = distributed_context()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    if rank == 0:
+        prepare_run_dir(cfg)
+        save_run_config(cfg, cfg.run_dir / "test_config.yaml")
+    if world > 1:
+        torch.distributed.barrier()
+    if not args.run_eval_only:
+        seed_everything(cfg.seed)
+        dataset = build_dataset(cfg.data_set, cfg.data_path, "test", image_size=cfg.image_size, classes=cfg.classes,
+                                captions=caption_source(cfg), coco_part=cfg.coco_part)
+        model, extractor = load_model(cfg, device)
+        run_batches(model, extractor, dataset, cfg, rank=rank, world_size=world)
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        results = evaluate_run(cfg, asdict(cfg), device=device if device.type == "cuda" else None)
+        print(markdown_table(results))
+        print(f"report: {cfg.run_dir / 'report' / 'index.html'}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))
