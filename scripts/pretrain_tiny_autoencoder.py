@@ -28,11 +28,10 @@ import torch  # noqa: E402
 from utils.io import atomic_path  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER, pretrain_autoencoder  # noqa: E402
-from vlmdiff.config import instantiate, load_config  # noqa: E402
+from vlmdiff.config import TINY_CONFIG, instantiate, load_config  # noqa: E402
 from vlmdiff.data.photos import PhotoCrops  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny.yaml"
+TINY = TINY_CONFIG
 
 
 def main(argv=None) -> int:

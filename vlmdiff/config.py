@@ -16,6 +16,9 @@ from typing import Mapping
 from omegaconf import DictConfig, OmegaConf
 
 # target string -> "module:attribute" of this project (explicit; anything else is refused)
+# configs/tiny.yaml: the CPU-sized model of the demo and of the tiny pretraining scripts
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
 TARGETS = {
     "vlmdiff.model.VLMDiff": "vlmdiff.model:VLMDiff",
     "vlmdiff.sgn.SemanticGuidedNetwork": "vlmdiff.sgn:SemanticGuidedNetwork",

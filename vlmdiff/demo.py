@@ -91,10 +91,11 @@ def compare_tables(metrics: Mapping, untrained: Mapping, mode: str = "paper") ->
 
 
 def normal_test_l1(model_config, checkpoints: Mapping[str, str | os.PathLike], data_set: str, data_path,
-                   *, classes=None, image_size: int, seed: int, only_mid_control: bool = True, batch_size: int = 8,
+                   *, classes=None, image_size: int, seed: int, only_mid_control: bool = True, batch_size: int = 1,
                    **protocol) -> dict[str, dict[str, float]]:
     """:func:`reconstruction_l1` of each checkpoint on the normal test images, with the test run's
-    per-image noise (so the distances are those of the reconstructions the test scored)."""
+    per-image noise, one image at a time as the test run scores them (so the distances are those of the
+    reconstructions the test scored)."""
     from vlmdiff.data import build_dataset
     from vlmdiff.inference import image_noise
     from vlmdiff.model import create_model

@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 from utils.cpu import busy_cores, usable_cores  # torch-free: torch starts after configure_cpu
+from vlmdiff.config import TINY_CONFIG
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "tiny.yaml"
+TINY = TINY_CONFIG
 
 
 def parse_args(argv=None, prog=None):
