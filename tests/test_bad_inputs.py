@@ -2,6 +2,7 @@
 and no run folder left behind. The CLIs run in-process (``cli_main(main, argv)``) on the tiny model."""
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -48,7 +49,25 @@ def env(tmp_path_factory):
                                scorer="effnet_lite0", image_size=128, ddim_steps=1, num_workers=0, batch_size=4,
                                device="cpu"), run / "test_config.yaml")
     (run / "thresholds.json").write_text(json.dumps({"image_score": "max", "per_class": {"disc": 0.5}, "all": 0.5}))
+    for name, broken, how in [("bad_test", "disc/test/good/000.png", "truncate"),
+                              ("bad_mask", "disc/ground_truth/scratch/000_mask.png", "flip"),
+                              ("bad_train", "disc/train/good/001.png", "empty")]:
+        shutil.copytree(data, tmp / name)
+        _break(tmp / name / broken, how)
     return tmp, data
+
+
+def _break(path, how):
+    """A damaged image file: cut in half, one byte flipped in its pixel data, or emptied."""
+    raw = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(raw[:len(raw) // 2])
+    elif how == "flip":
+        raw = bytearray(raw)
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    else:
+        path.write_bytes(b"")
 
 
 def eval_args(tmp, data, *extra, exp="case"):
@@ -135,6 +154,14 @@ CASES = [
      "lpips_lin"),
     ("autoencoder: zero-byte checkpoint", ae_cli, lambda t, d: ae_args(t, d, "--resume_path", str(t / "empty.ckpt")),
      "empty.ckpt"),
+    ("test: truncated test image", test_cli, lambda t, d: eval_args(t, t / "bad_test"),
+     "bad_test/disc/test/good/000.png: cannot decode image"),
+    ("test: mask with a flipped byte", test_cli, lambda t, d: eval_args(t, t / "bad_mask"),
+     "scratch/000.png: its mask"),
+    ("train: empty train image", train_cli, lambda t, d: train_args(t, t / "bad_train"),
+     "bad_train/disc/train/good/001.png: empty file"),
+    ("autoencoder: empty train image", ae_cli, lambda t, d: ae_args(t, t / "bad_train"),
+     "bad_train/disc/train/good/001.png: empty file"),
     ("train: wrong-type override", train_cli, lambda t, d: train_args(t, d, "max_epochs=many"), "max_epochs"),
 ]
 
@@ -197,3 +224,32 @@ def test_predict_inherits_and_skips_bad_images(env, capsys):
     assert (out / "skipped.txt").read_text().startswith("broken.png\t")
     assert (out / "predictions.csv").read_text().count("\n") == 3
     assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["ok_0.png", "ok_1.png"]
+
+
+def test_corrupt_test_image_stops_before_the_model_loads(env, capsys, monkeypatch):
+    tmp, _ = env
+    monkeypatch.setattr(test_cli, "load_model", lambda *a: pytest.fail("the model was loaded"))
+    status, err = run_cli(test_cli.main, eval_args(tmp, tmp / "bad_test"), capsys)
+    assert status == 2 and "000.png: cannot decode image" in err[0] and "--skip_bad_images" in err[0]
+    assert not (tmp / "out").exists()
+
+
+def test_test_run_skips_bad_images_and_lists_them(env, capsys):
+    """--skip_bad_images: the unreadable test image is listed in skipped.txt, the tables cover the others."""
+    tmp, _ = env
+    run = tmp / "out" / "skip"
+    try:
+        assert cli_main(test_cli.main, eval_args(tmp, tmp / "bad_test", "gallery_per_class=0", "--skip_bad_images",
+                                                 exp="skip")) == 0
+        assert (run / "skipped.txt").read_text().startswith("disc/test/good/000.png\tcannot decode image")
+        rows = (run / "per_image.csv").read_text().splitlines()
+        assert len(rows) == 2 and rows[1].startswith("disc/test/scratch/000.png,")
+        assert json.loads((run / "images.json").read_text()) == ["disc/test/scratch/000.png"]
+        # the same run with the image repaired scores it; skipped.txt is emptied
+        shutil.copy(env[1] / "disc/test/good/000.png", tmp / "bad_test/disc/test/good/000.png")
+        assert cli_main(test_cli.main, eval_args(tmp, tmp / "bad_test", "gallery_per_class=0", exp="skip")) == 0
+        assert (run / "skipped.txt").read_text() == ""
+        assert len((run / "per_image.csv").read_text().splitlines()) == 3
+    finally:
+        _break(tmp / "bad_test/disc/test/good/000.png", "truncate")
+        shutil.rmtree(tmp / "out", ignore_errors=True)

@@ -134,11 +134,13 @@ def _describe(key: str, old, new) -> str:
     return f"{key}: {old!r} -> {new!r}"
 
 
-def prepare_run_dir(cfg: TestConfig) -> Path:
+def prepare_run_dir(cfg: TestConfig, skipped: Sequence[tuple[Path, str]] | None = None) -> Path:
     """Create the run folder, or check that an existing one holds results of the same settings.
 
     Stored results of other settings (a changed checkpoint, scorer weights or model config included) are
-    refused naming what changed, or discarded with ``overwrite``.
+    refused naming what changed, or discarded with ``overwrite``. ``skipped``: the ``(image, reason)`` of
+    the unreadable images left out of this run (``--skip_bad_images``), listed in ``skipped.txt``
+    (None: the file is left as it is).
     """
     run = cfg.run_dir
     marker = run / "run.json"
@@ -156,7 +158,21 @@ def prepare_run_dir(cfg: TestConfig) -> Path:
             f.unlink()
         (run / IMAGES_FILE).unlink(missing_ok=True)
     write_json(marker, info)
+    if skipped is not None:
+        write_skipped(run, skipped, cfg.data_path)
     return run
+
+
+SKIPPED_FILE = "skipped.txt"
+
+
+def write_skipped(run: Path, skipped: Sequence[tuple[Path, str]], root: str | os.PathLike) -> None:
+    """``<run>/skipped.txt``: one line per image left out, its path relative to the dataset root, a tab and
+    the reason (an empty file when a run that skipped images is run again with all of them readable)."""
+    from vlmdiff.data.datasets import _relative_key
+
+    if skipped or (run / SKIPPED_FILE).exists():
+        write_text(run / SKIPPED_FILE, "".join(f"{_relative_key(p, root)}\t{reason}\n" for p, reason in skipped))
 
 
 IMAGES_FILE = "images.json"  # the keys of the images of the last scoring pass, in dataset order

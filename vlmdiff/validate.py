@@ -150,6 +150,25 @@ def check_data(cfg, split: str) -> None:
     check_layout(cfg.data_set, cfg.data_path, split, classes=cfg.classes, coco_part=cfg.coco_part)
 
 
+def check_split_images(cfg, split: str, *, skip: bool | None = None) -> list[tuple[Path, str]]:
+    """Every image (and mask) of the ``split`` is checked cheaply for readability (its header, and a PNG's
+    checksums: :func:`vlmdiff.data.images.image_file_problem`), so that a corrupt file stops the run before a
+    model is loaded or anything is written. An unreadable one raises naming it and why; with ``skip`` the
+    ``(image, reason)`` list is returned instead, to be left out. ``skip=None``: the command offers no
+    skipping (training)."""
+    from vlmdiff.data.datasets import unreadable_split_images
+
+    bad = unreadable_split_images(cfg.data_set, cfg.data_path, split, classes=cfg.classes, coco_part=cfg.coco_part)
+    if bad and not skip:
+        first, reason = bad[0]
+        more = f"; {len(bad) - 1} more unreadable" if len(bad) > 1 else ""
+        hint = "; --skip_bad_images leaves them out" if skip is False else "; replace or remove it"
+        raise ValueError(f"{first}: {reason}{more}{hint}")
+    for image, reason in bad:
+        log.warning("skipping unreadable image %s: %s", image, reason)
+    return bad
+
+
 def validate_test_config(cfg, *, need_data: bool = True, need_model: bool = True,
                          eval_only: bool = False) -> ModelFacts | None:
     """Check a :class:`vlmdiff.testing.TestConfig` before any work (see the module docstring).
@@ -212,6 +231,7 @@ def validate_train_config(cfg, *, resume_from: str | Path | None = None) -> Mode
     else:
         check_checkpoint(cfg.resume_path, facts, model_config=cfg.model_config)
     check_data(cfg, "train")
+    check_split_images(cfg, "train")
     return facts
 
 
@@ -244,3 +264,4 @@ def validate_autoencoder_config(cfg) -> None:
     if cfg.resume_path:
         check_checkpoint(cfg.resume_path, None)
     check_data(cfg, "train")
+    check_split_images(cfg, "train")

@@ -112,13 +112,14 @@ def main(argv=None, prog=None) -> int:
     from vlmdiff.data import build_dataset
     from vlmdiff.report import markdown_table
     from vlmdiff.testing import distributed_context, evaluate_run, prepare_run_dir, run_batches
-    from vlmdiff.validate import validate_test_config
+    from vlmdiff.validate import check_split_images, validate_test_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = resolve(args)
     if args.predict:
         return predict(args, cfg)
     validate_test_config(cfg, eval_only=args.run_eval_only)
+    bad = None if args.run_eval_only else check_split_images(cfg, "test", skip=bool(args.skip_bad_images))
     rank, world = distributed_context()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -127,14 +128,14 @@ def main(argv=None, prog=None) -> int:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     if rank == 0:
-        prepare_run_dir(cfg)
+        prepare_run_dir(cfg, skipped=bad)
         save_run_config(cfg, cfg.run_dir / "test_config.yaml")
     if world > 1:
         torch.distributed.barrier()
     if not args.run_eval_only:
         seed_everything(cfg.seed)
         dataset = build_dataset(cfg.data_set, cfg.data_path, "test", image_size=cfg.image_size, classes=cfg.classes,
-                                captions=caption_source(cfg), coco_part=cfg.coco_part)
+                                captions=caption_source(cfg), coco_part=cfg.coco_part, exclude=[p for p, _ in bad])
         model, extractor = load_model(cfg, device)
         run_batches(model, extractor, dataset, cfg, rank=rank, world_size=world)
     if world > 1:

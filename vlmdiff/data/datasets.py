@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vlmdiff.data.captions import Captions, match_captions
-from vlmdiff.data.images import image_to_tensor, load_mask, load_rgb, mask_to_tensor
+from vlmdiff.data.images import image_file_problem, image_to_tensor, load_mask, load_rgb, mask_to_tensor
 from vlmdiff.data.layouts import (Record, coco_records, log_summary, mvtec_records, realiad_records,
                                   visa_records)
 
@@ -62,6 +62,11 @@ class AnomalyDataset(Dataset):
     def image_key(self, index: int) -> str:
         return self._keys[index]
 
+    def item_files(self, index: int) -> tuple[Path, ...]:
+        """The files item ``index`` is read from: its image, and its mask when it has one."""
+        r = self.records[index]
+        return (Path(r.image),) if r.mask is None else (Path(r.image), Path(r.mask))
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -95,6 +100,7 @@ class CifarDataset(Dataset):
         normal = classes < num_classes // 2
         keep = normal if split == "train" else np.ones_like(normal)
         self.images, self.labels = images[keep], (~normal[keep]).astype(int)
+        self.sources = tuple(_cifar_files(root, split, num_classes)[0])
         self.name = f"cifar{num_classes}"
         self.filenames = [f"{split}/{i}" for i in np.flatnonzero(keep)]
         self.image_size = image_size
@@ -112,6 +118,10 @@ class CifarDataset(Dataset):
 
     def image_key(self, index: int) -> str:
         return self.filenames[index]
+
+    def item_files(self, index: int) -> tuple[Path, ...]:
+        """The files item ``index`` is read from: the split's CIFAR batch files."""
+        return self.sources
 
     def __len__(self) -> int:
         return len(self.images)
@@ -156,15 +166,19 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR python batches → ``(N, 32, 32, 3)`` uint8 images and ``(N,)`` class ids."""
+def _cifar_files(root: Path, split: str, num_classes: int) -> tuple[list[Path], bytes]:
+    """The batch files of a CIFAR split and the key of their class ids."""
     if num_classes == 10:
         folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
         files = [folder / f"data_batch_{i}" for i in range(1, 6)] if split == "train" else [folder / "test_batch"]
-        key = b"labels"
-    else:
-        folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
-        files, key = [folder / ("train" if split == "train" else "test")], b"fine_labels"
+        return files, b"labels"
+    folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+    return [folder / ("train" if split == "train" else "test")], b"fine_labels"
+
+
+def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR python batches → ``(N, 32, 32, 3)`` uint8 images and ``(N,)`` class ids."""
+    files, key = _cifar_files(root, split, num_classes)
     data, labels = [], []
     for f in files:
         if not f.is_file():
@@ -210,15 +224,52 @@ def _readers(name, root, split, classes, coco_part, split_csv, json_dir) -> dict
     }
 
 
+def unreadable_images(records: Sequence[Record], *, progress: bool = True) -> list[tuple[Path, str]]:
+    """``(image, reason)`` of each record whose image or mask cannot be read, found cheaply without decoding
+    pixels (:func:`vlmdiff.data.images.image_file_problem`); a bad mask is named in its image's reason."""
+    from tqdm import tqdm
+
+    bad = []
+    for r in tqdm(records, desc="checking image files", unit="image", leave=False,
+                  disable=not progress or len(records) < 500):
+        problem = image_file_problem(r.image)
+        if problem is None and r.mask is not None:
+            mask_problem = image_file_problem(r.mask)
+            problem = None if mask_problem is None else f"its mask {r.mask}: {mask_problem}"
+        if problem is not None:
+            bad.append((Path(r.image), problem))
+    return bad
+
+
+def unreadable_split_images(name: str, root: str | os.PathLike, split: str, *, classes: Sequence[str] | None = None,
+                       coco_part: int = 0, split_csv=None, json_dir=None) -> list[tuple[Path, str]]:
+    """``(image, reason)`` of the images (or their masks) of a split that cannot be read (CIFAR: none, its
+    batch files are read whole by :func:`check_layout`)."""
+    if name in ("cifar10", "cifar100"):
+        return []
+    readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
+    if name not in readers:
+        raise ValueError(f"data_set: unknown dataset {name!r}; valid: {list(DATASETS)}")
+    return unreadable_images(readers[name]())
+
+
 def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
                   classes: Sequence[str] | None = None, captions: Captions | None = None,
-                  coco_part: int = 0, split_csv=None, json_dir=None) -> Dataset:
-    """The dataset ``name`` (one of :data:`DATASETS`) of the folder ``root``, split ``train`` or ``test``."""
+                  coco_part: int = 0, split_csv=None, json_dir=None, exclude: Sequence[str | os.PathLike] = ()
+                  ) -> Dataset:
+    """The dataset ``name`` (one of :data:`DATASETS`) of the folder ``root``, split ``train`` or ``test``.
+
+    ``exclude``: image files left out (e.g. the unreadable ones found by :func:`unreadable_split_images`)."""
     readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
     if name in ("cifar10", "cifar100"):
         return CifarDataset(root, split, num_classes=int(name[5:]), image_size=image_size, captions=captions)
     if name not in readers:
         raise ValueError(f"unknown dataset {name!r}; valid: {list(DATASETS)}")
     records = readers[name]()
+    if exclude:
+        left_out = {os.path.abspath(p) for p in exclude}
+        records = [r for r in records if os.path.abspath(r.image) not in left_out]
+        if not records:
+            raise ValueError(f"{root}: no readable images left in the {split} split")
     log_summary(records, name, split)
     return AnomalyDataset(records, image_size, captions, root=root)
