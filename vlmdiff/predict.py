@@ -11,6 +11,9 @@ import io
 import json
 import logging
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +90,10 @@ def predict_folder(model, extractor, folder, out_dir, *, threshold: float, image
     (:func:`vlmdiff.inference.image_noise`): its score does not depend on ``batch_size``.
     Every image is decoded before any is scored: an unreadable one stops the run naming it, before anything
     is written, or with ``skip_bad_images`` is left out and listed (``skipped.txt`` and
-    ``predictions.json``). ``settings``: recorded in ``predictions.json``; ``bad_images``: the result of
-    :func:`check_images` when already known.
+    ``predictions.json``). The outputs are written to a staging folder beside ``out_dir`` and moved in
+    when every image is scored (:func:`staging_folder`): a run that fails midway leaves ``out_dir`` as it
+    was. ``settings``: recorded in ``predictions.json``; ``bad_images``: the result of :func:`check_images`
+    when already known.
     """
     folder, out_dir = Path(folder), Path(out_dir)
     images = find_images(folder)
@@ -101,32 +106,74 @@ def predict_folder(model, extractor, folder, out_dir, *, threshold: float, image
     for s in skipped:
         log.warning("skipping unreadable image %s: %s", folder / s["file"], s["reason"])
     images = [p for p in images if p not in {b for b, _ in bad}]
-    rows = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch"):
-        paths = images[start:start + batch_size]
-        keys = [p.relative_to(folder).as_posix() for p in paths]
-        x = torch.stack([image_to_tensor(load_rgb(p), image_size) for p in paths])
-        res = score_images(model, extractor, x, keys, seed=seed, sigma=sigma, image_score=method,
-                           **(reconstruct_kwargs or {}))
-        maps, scores = res["maps"], res["scores"]
-        rgb = denormalize(x).numpy()
-        for p, amap, score, img in zip(paths, maps, scores, rgb):
-            name = p.relative_to(folder).with_suffix("").as_posix().replace("/", "__")
-            grey = np.clip(np.round(amap / max(2 * threshold, 1e-12) * 255), 0, 255).astype(np.uint8)
-            _png(out_dir / "maps" / f"{name}.png", grey)
-            _png(out_dir / "heatmaps" / f"{name}.png", heatmap_overlay(to_uint8_rgb(img), amap, 0.0, 2 * threshold))
-            rows.append({"file": p.relative_to(folder).as_posix(), "score": float(score),
-                         "anomalous": bool(score >= threshold)})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["file", "score", "anomalous"])
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out_dir / "predictions.csv", buf.getvalue())
-    if skipped or (out_dir / "skipped.txt").exists():
-        write_text(out_dir / "skipped.txt", "".join(f"{s['file']}\t{s['reason']}\n" for s in skipped))
-    write_json(out_dir / "predictions.json", {"threshold": threshold, "image_score": method, "image_size": image_size,
-                                              "settings": settings or {}, "images": rows, "skipped": skipped})
+    with staging_folder(out_dir) as stage:
+        rows = []
+        for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch"):
+            paths = images[start:start + batch_size]
+            keys = [p.relative_to(folder).as_posix() for p in paths]
+            x = torch.stack([image_to_tensor(load_rgb(p), image_size) for p in paths])
+            res = score_images(model, extractor, x, keys, seed=seed, sigma=sigma, image_score=method,
+                               **(reconstruct_kwargs or {}))
+            maps, scores = res["maps"], res["scores"]
+            rgb = denormalize(x).numpy()
+            for p, amap, score, img in zip(paths, maps, scores, rgb):
+                name = p.relative_to(folder).with_suffix("").as_posix().replace("/", "__")
+                grey = np.clip(np.round(amap / max(2 * threshold, 1e-12) * 255), 0, 255).astype(np.uint8)
+                _png(stage / "maps" / f"{name}.png", grey)
+                _png(stage / "heatmaps" / f"{name}.png",
+                     heatmap_overlay(to_uint8_rgb(img), amap, 0.0, 2 * threshold))
+                rows.append({"file": p.relative_to(folder).as_posix(), "score": float(score),
+                             "anomalous": bool(score >= threshold)})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["file", "score", "anomalous"])
+        writer.writeheader()
+        writer.writerows(rows)
+        if skipped or (out_dir / "skipped.txt").exists():
+            write_text(stage / "skipped.txt", "".join(f"{s['file']}\t{s['reason']}\n" for s in skipped))
+        write_json(stage / "predictions.json", {"threshold": threshold, "image_score": method,
+                                                "image_size": image_size, "settings": settings or {},
+                                                "images": rows, "skipped": skipped})
+        write_text(stage / "predictions.csv", buf.getvalue())
     return rows
+
+
+# The outputs of a prediction, in the order they are moved into the output folder (the table last).
+OUTPUTS = ("maps", "heatmaps", "skipped.txt", "predictions.json", "predictions.csv")
+
+
+@contextmanager
+def staging_folder(out_dir: Path):
+    """A hidden folder beside ``out_dir`` that the block fills; when the block succeeds its outputs
+    (:data:`OUTPUTS`) replace those of ``out_dir`` by renames (the maps' folders as wholes, so no map of an
+    earlier prediction stays behind), the table last. When the block fails, the staging folder and any
+    folder created for it are removed: ``out_dir`` holds either the earlier outputs or all the new ones,
+    never maps without their table."""
+    out_dir = Path(out_dir)
+    created = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes 0700; the folder may become out_dir
+    try:
+        yield stage
+        if not out_dir.exists():
+            os.replace(stage, out_dir)
+            return
+        for name in OUTPUTS:
+            new, old = stage / name, out_dir / name
+            if not new.exists():
+                continue
+            if old.is_dir() and not old.is_symlink():
+                os.replace(old, stage / f".old-{name}")  # moved aside, removed with the staging folder
+            os.replace(new, old)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        for p in created:  # innermost first: only the folders made for the staging folder, if still empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
 
 def _png(path: Path, arr: np.ndarray) -> None:

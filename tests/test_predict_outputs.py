@@ -1,0 +1,97 @@
+"""Predictions are all-or-nothing: a scorer that fails midway leaves the output folder as it was."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from vlmdiff import predict
+
+
+class NoisyCopy(nn.Module):
+    """Stands in for VLMDiff: the 'reconstruction' is the image plus its upsampled start noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def latent_shape(self, height, width):
+        return 4, height // 8, width // 8
+
+    def reconstruct(self, images, hints=None, captions=None, *, noise, posterior_noise, **_):
+        bump = F.interpolate(noise[:, :3] + posterior_noise[:, 1:], size=images.shape[-2:], mode="nearest")
+        return {"samples": images + 0.5 * bump}
+
+
+def extractor(x):
+    return [x, F.avg_pool2d(x, 4)]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    out = tmp_path / "images"
+    out.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((64, 64, 3), 40 * i + 20, np.uint8)).save(out / f"{i}.png")
+    return out
+
+
+def run(folder, out, **kw):
+    return predict.predict_folder(NoisyCopy(), extractor, folder, out, threshold=0.5, image_size=64, method="max",
+                                  batch_size=2, **kw)
+
+
+def crash_after_first_batch(monkeypatch):
+    real, calls = predict.score_images, []
+
+    def scorer(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("scorer failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "score_images", scorer)
+    return calls
+
+
+def snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_crash_midway_leaves_nothing(folder, tmp_path, monkeypatch):
+    calls = crash_after_first_batch(monkeypatch)
+    out = tmp_path / "new" / "deeper" / "pred"
+    with pytest.raises(RuntimeError, match="scorer failed"):
+        run(folder, out)
+    assert len(calls) == 2  # the first batch was scored (and its maps written somewhere) before the crash
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no output, no staging, no new parents
+
+
+def test_crash_midway_keeps_the_earlier_prediction(folder, tmp_path, monkeypatch):
+    out = tmp_path / "pred"
+    rows = run(folder, out)
+    assert len(rows) == 5 and len(list((out / "heatmaps").iterdir())) == 5
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    (folder / "5.png").write_bytes((folder / "0.png").read_bytes())
+    crash_after_first_batch(monkeypatch)
+    with pytest.raises(RuntimeError):
+        run(folder, out)
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "pred"]
+
+
+def test_rerun_replaces_every_output(folder, tmp_path):
+    out = tmp_path / "pred"
+    run(folder, out)
+    (folder / "4.png").unlink()
+    (out / "notes.txt").write_text("mine")
+    rows = run(folder, out)
+    assert [r["file"] for r in rows] == ["0.png", "1.png", "2.png", "3.png"]
+    for sub in ("maps", "heatmaps"):  # no map of the removed image stays behind
+        assert sorted(p.name for p in (out / sub).iterdir()) == ["0.png", "1.png", "2.png", "3.png"]
+    assert (out / "predictions.csv").read_text().count("\n") == 5
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "pred"]
