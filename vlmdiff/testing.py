@@ -4,7 +4,10 @@ Results are stored per image, keyed by the image's path relative to the dataset 
 ``<run>/scores/part_<first index>_<digest>.npz`` (anomaly maps as float32, binary ground truth, image
 labels, class names, filenames, keys): an interrupted run, or a dataset that has grown, scores only the
 images without a result; a dataset that has shrunk reports only the images present (``images.json``
-lists them). ``per_image.csv`` lists each reported image once with its score. ``<run>/run.json``
+lists them). Each result records the size and modification time of its image and mask files
+(``image_files.json`` names them): an image replaced by another file of the same name is scored again,
+and only that image; ``--run_eval_only`` refuses to report it until then. ``per_image.csv`` lists each
+reported image once with its score. ``<run>/run.json``
 fingerprints every setting that changes results, the checkpoint, model config and scorer weights by
 content (size and SHA-256): a run folder never mixes results of different settings or weights (the
 reference merges stale ``.npz`` files, docs/design.md D4). Batch size, image range and class selection only choose which
@@ -157,6 +160,7 @@ def prepare_run_dir(cfg: TestConfig, skipped: Sequence[tuple[Path, str]] | None 
         for f in (run / "scores").glob("*.npz"):
             f.unlink()
         (run / IMAGES_FILE).unlink(missing_ok=True)
+        (run / FILES_FILE).unlink(missing_ok=True)
     write_json(marker, info)
     if skipped is not None:
         write_skipped(run, skipped, cfg.data_path)
@@ -176,6 +180,28 @@ def write_skipped(run: Path, skipped: Sequence[tuple[Path, str]], root: str | os
 
 
 IMAGES_FILE = "images.json"  # the keys of the images of the last scoring pass, in dataset order
+FILES_FILE = "image_files.json"  # key -> the files its result is computed from (image, mask), absolute paths
+
+
+def file_stamp(paths: Sequence[str | os.PathLike]) -> str:
+    """``size:mtime_ns`` of each file, ``;``-joined (``-`` for a missing file): a cheap check that an image
+    (or its mask) is the one that was scored. Replacing a file's content changes its modification time."""
+    parts = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            parts.append("-")
+        else:
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def _item_files(dataset, indices: Sequence[int]) -> dict[str, list[str]]:
+    """``key -> [absolute paths]`` of the files of the dataset's items ``indices``."""
+    if not hasattr(dataset, "item_files"):
+        return {}
+    return {dataset.image_key(i): [os.path.abspath(f) for f in dataset.item_files(i)] for i in indices}
 
 
 def _part_file(run: Path, first: int, keys: Sequence[str]) -> Path:
@@ -190,14 +216,37 @@ def _write_batch(path: Path, **arrays) -> None:
             np.savez(fh, **arrays)
 
 
-def stored_index(run: Path) -> dict[str, tuple[Path, int]]:
-    """``key -> (file, row)`` of every stored image result (the first file, in name order, of a key)."""
+def stored_index(run: Path, stamps: dict[str, str] | None = None) -> dict[str, tuple[Path, int]]:
+    """``key -> (file, row)`` of every stored image result (the first file, in name order, of a key).
+
+    ``stamps``: the current :func:`file_stamp` of the images; a result scored from files with another
+    stamp (an image replaced since) is left out, as is every result of such an image: it is to be
+    scored again. Results stored without stamps are taken as they are."""
     index: dict[str, tuple[Path, int]] = {}
     for f in sorted((run / "scores").glob("part_*.npz")):
         with np.load(f) as z:
+            stored = z["stamps"].tolist() if "stamps" in z.files else None
             for row, key in enumerate(z["keys"].tolist()):
+                if stamps is not None and stored is not None and key in stamps and stored[row] != stamps[key]:
+                    continue
                 index.setdefault(key, (f, row))
     return index
+
+
+def changed_images(run: Path, stamps: dict[str, str], files: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """``(key, file)`` of the images with a stored result but none of their current stamp: the image (or
+    its mask) ``file`` was replaced or touched since it was scored."""
+    current, any_result = stored_index(run, stamps), stored_index(run)
+    out = []
+    for key in stamps:
+        if key in any_result and key not in current:
+            f, row = any_result[key]
+            with np.load(f) as z:
+                old = str(z["stamps"][row]).split(";")
+            new = stamps[key].split(";")
+            which = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), 0)
+            out.append((key, files[key][which] if which < len(files.get(key, [])) else key))
+    return out
 
 
 def score_batch(model, extractor, batch: dict, cfg: TestConfig) -> dict:
@@ -228,9 +277,16 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
     if len(set(selected)) != len(selected):
         dup = next(k for k, n in Counter(selected).items() if n > 1)
         raise ValueError(f"{cfg.data_path}: image {dup!r} is listed more than once in the test split")
+    files = _item_files(dataset, indices)
+    stamps = {k: file_stamp(v) for k, v in files.items()}
     if rank == 0:
         write_json(run / IMAGES_FILE, selected)
-    stored = stored_index(run)
+        write_json(run / FILES_FILE, files)
+    changed = changed_images(run, stamps, files)
+    if changed:
+        log.info("%d images changed since they were scored (first: %s): scoring them again", len(changed),
+                 changed[0][1])
+    stored = stored_index(run, stamps)
     batches = [indices[i:i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)]
     mine = [i for b, batch in enumerate(batches) if b % world_size == rank for i in batch]
     todo = [[i for i in batches[b] if keys[i] not in stored] for b in range(len(batches)) if b % world_size == rank]
@@ -264,7 +320,8 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
         _write_batch(_part_file(run, idx[0], list(batch["key"])), maps=res["maps"].astype(np.float32), gt=gt,
                      labels=np.asarray(batch["label"]).astype(np.int8), has_mask=np.asarray(batch["has_mask"]),
                      clsnames=np.asarray(batch["clsname"]), filenames=np.asarray(batch["filename"]),
-                     keys=np.asarray(batch["key"]), **_mask_quality(batch))
+                     keys=np.asarray(batch["key"]), **_mask_quality(batch),
+                     **({"stamps": np.asarray([stamps[k] for k in batch["key"]])} if stamps else {}))
         start = time.perf_counter()  # storing is not scoring
     if timed:
         speed = {"images": timed, "seconds": seconds, "images_per_s": timed / max(seconds, 1e-9),
@@ -320,11 +377,18 @@ def _save_batch_visuals(run: Path, batch: dict, res: dict) -> None:
 def _selection(run: Path) -> tuple[list[str], dict[Path, np.ndarray]]:
     """The reported images' keys (``images.json``, dataset order) and, per stored file in name order, the
     rows to read: every reported image once, images no longer selected left out."""
-    index = stored_index(run)
-    if not index:
+    listed, recorded = run / IMAGES_FILE, run / FILES_FILE
+    files = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    stamps = {k: file_stamp(v) for k, v in files.items()}
+    index = stored_index(run, stamps)
+    if not index and not any((run / "scores").glob("part_*.npz")):
         raise FileNotFoundError(f"{run / 'scores'}: no scored images")
-    listed = run / IMAGES_FILE
     keys = json.loads(listed.read_text()) if listed.is_file() else list(index)
+    changed = changed_images(run, {k: stamps[k] for k in keys if k in stamps}, files)
+    if changed:
+        raise ValueError(f"{changed[0][1]}: changed since it was scored (size or modification time)"
+                         + (f", and {len(changed) - 1} more images" if len(changed) > 1 else "")
+                         + "; run the test again without --run_eval_only to score it again")
     missing = [k for k in keys if k not in index]
     if missing:
         raise ValueError(f"{run}: {len(missing)} of {len(keys)} images have no stored result (first: {missing[0]!r}); "

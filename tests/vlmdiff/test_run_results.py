@@ -163,3 +163,35 @@ def test_file_digest_is_cached_by_size_and_mtime(tmp_path):
     os.utime(f, ns=(d["mtime_ns"] + 10**9, d["mtime_ns"] + 10**9))
     assert testing.file_digest(f, fake)["sha256"] != "0" * 64
     assert testing.file_digest(tmp_path / "missing.bin") is None and testing.file_digest(None) is None
+
+
+def test_replaced_image_is_scored_again_alone(files, data, monkeypatch):
+    """Same name, other content: detected by size and modification time; only that image is scored again."""
+    cfg = cfg_for(files, data)
+    _, before, _ = run_test(cfg, monkeypatch)
+    good = data / "disc" / "test" / "good"
+    replaced = good / "001.png"
+    stat = replaced.stat()
+    shutil.copy(data / "disc" / "test" / "scratch" / "000.png", replaced)  # an anomalous image's pixels
+    os.utime(replaced, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(ValueError, match=r"good/001\.png: changed since it was scored .*without --run_eval_only"):
+        testing.evaluate_run(cfg)  # --run_eval_only: the stored result is stale
+    _, after, scored = run_test(cfg, monkeypatch)
+    assert scored == ["disc/test/good/001.png"]
+    old, new = ({r["path"]: r["score"] for r in rows} for rows in (before, after))
+    assert list(new) == list(old) and new["disc/test/good/001.png"] != old["disc/test/good/001.png"]
+    assert all(new[k] == old[k] for k in old if k != "disc/test/good/001.png")
+    fresh = cfg_for(files, data, exp_name="fresh")
+    _, rows, _ = run_test(fresh)
+    assert {r["path"]: r["score"] for r in rows} == new  # as if scored from scratch
+    _, again, scored = run_test(cfg, monkeypatch)
+    assert scored == [] and again == after
+
+
+def test_replaced_mask_is_scored_again(files, data, monkeypatch):
+    cfg = cfg_for(files, data)
+    run_test(cfg, monkeypatch)
+    mask = next((data / "disc" / "ground_truth").rglob("*.png"))
+    os.utime(mask, ns=(1, 10**18))
+    _, _, scored = run_test(cfg, monkeypatch)
+    assert len(scored) == 1 and mask.name.replace("_mask", "") in scored[0]
