@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from vlmdiff.cli import build_model as build_cli
+from vlmdiff.cli import captioner as caption_cli
 from vlmdiff.cli import finetune_autoencoder as ae_cli
 from vlmdiff.cli import test as test_cli
 from vlmdiff.cli import train as train_cli
@@ -54,6 +56,12 @@ def env(tmp_path_factory):
                               ("bad_train", "disc/train/good/001.png", "empty")]:
         shutil.copytree(data, tmp / name)
         _break(tmp / name / broken, how)
+    (tmp / "vlm").mkdir()
+    (tmp / "vlm" / "config.json").write_text("{not json")
+    (tmp / "a_file").write_text("")
+    (tmp / "broken.yaml").write_text("model: [unclosed\n")
+    torch.save({"state_dict": {k[len("first_stage_model."):]: v for k, v in sd.items()
+                               if k.startswith("first_stage_model.encoder.")}}, tmp / "encoder_only.ckpt")
     return tmp, data
 
 
@@ -86,6 +94,15 @@ def ae_args(tmp, data, *extra):
     return ["--model_config", str(TINY_CONFIG), "--data_set", "mvtec", "--data_path", str(data), "--exp_name", "case",
             "--output_dir", str(tmp / "out"), "--accelerator", "cpu", "--num_workers", "0", "--resume_path", "",
             *extra, "image_size=64"]
+
+
+def caption_args(tmp, data, *extra):
+    return ["--data_set", "mvtec", "--data_path", str(data), "--backend", "template", "--output_dir",
+            str(tmp / "out" / "captions"), *extra]
+
+
+def build_args(tmp, *extra, sd="tiny.safetensors", config=TINY_CONFIG):
+    return ["--sd", str(tmp / sd), "--config", str(config), "--out", str(tmp / "out" / "built.safetensors"), *extra]
 
 
 def run_cli(main, argv, capsys):
@@ -162,6 +179,41 @@ CASES = [
      "bad_train/disc/train/good/001.png: empty file"),
     ("autoencoder: empty train image", ae_cli, lambda t, d: ae_args(t, t / "bad_train"),
      "bad_train/disc/train/good/001.png: empty file"),
+    ("caption: missing data_path", caption_cli, lambda t, d: caption_args(t, t / "dtaa"), "dtaa"),
+    ("caption: data_path not set", caption_cli, lambda t, d: caption_args(t, ""), "data_path"),
+    ("caption: data_path of another layout", caption_cli, lambda t, d: caption_args(t, t / "empty_root"),
+     "empty_root"),
+    ("caption: batch_size 0", caption_cli, lambda t, d: caption_args(t, d, "--batch_size", "0"), "batch_size"),
+    ("caption: shard_index past num_shards", caption_cli,
+     lambda t, d: caption_args(t, d, "--num_shards", "2", "--shard_index", "2"), "shard_index"),
+    ("caption: end_ind before start_ind", caption_cli,
+     lambda t, d: caption_args(t, d, "--start_ind", "3", "--end_ind", "2"), "end_ind"),
+    ("caption: empty train image", caption_cli, lambda t, d: caption_args(t, t / "bad_train"),
+     "train/good/001.png: empty file"),
+    ("caption: missing model folder", caption_cli,
+     lambda t, d: caption_args(t, d, "--backend", "transformers", "--model_path", str(t / "no_vlm")), "no_vlm"),
+    ("caption: model config that does not parse", caption_cli,
+     lambda t, d: caption_args(t, d, "--backend", "transformers", "--model_path", str(t / "vlm")),
+     "vlm/config.json"),
+    ("caption: openai backend without an endpoint", caption_cli,
+     lambda t, d: caption_args(t, d, "--backend", "openai"), "api_base"),
+    ("caption: output_dir is a file", caption_cli, lambda t, d: caption_args(t, d, "--output_dir", str(t / "a_file")),
+     "a_file"),
+    ("build: missing SD checkpoint", build_cli, lambda t, d: build_args(t, sd="nope.ckpt"), "nope.ckpt"),
+    ("build: zero-byte SD checkpoint", build_cli, lambda t, d: build_args(t, sd="empty.ckpt"), "empty.ckpt"),
+    ("build: truncated SD checkpoint", build_cli, lambda t, d: build_args(t, sd="truncated.ckpt"), "truncated.ckpt"),
+    ("build: garbage SD checkpoint", build_cli, lambda t, d: build_args(t, sd="garbage.safetensors"),
+     "garbage.safetensors"),
+    ("build: missing autoencoder", build_cli, lambda t, d: build_args(t, "--ae", str(t / "ae.ckpt")), "ae.ckpt"),
+    ("build: autoencoder without its decoder", build_cli,
+     lambda t, d: build_args(t, "--ae", str(t / "encoder_only.ckpt")), "encoder_only.ckpt"),
+    ("build: missing model config", build_cli, lambda t, d: build_args(t, config=t / "m.yaml"), "m.yaml"),
+    ("build: model config that does not parse", build_cli, lambda t, d: build_args(t, config=t / "broken.yaml"),
+     "broken.yaml"),
+    ("build: output is a folder", build_cli,
+     lambda t, d: [*build_args(t)[:-2], "--out", str(t / "empty_root")], "empty_root"),
+    ("build: output under a file", build_cli,
+     lambda t, d: [*build_args(t)[:-2], "--out", str(t / "a_file" / "m.safetensors")], "a_file"),
     ("train: wrong-type override", train_cli, lambda t, d: train_args(t, d, "max_epochs=many"), "max_epochs"),
 ]
 
@@ -253,3 +305,14 @@ def test_test_run_skips_bad_images_and_lists_them(env, capsys):
     finally:
         _break(tmp / "bad_test/disc/test/good/000.png", "truncate")
         shutil.rmtree(tmp / "out", ignore_errors=True)
+
+
+def test_build_model_checks_the_sd_layout_from_the_header(env, capsys):
+    """The full-size config with the tiny checkpoint: refused in seconds naming the file and a key, no weights
+    loaded, no model built."""
+    tmp, _ = env
+    start = time.perf_counter()
+    status, err = run_cli(build_cli.main, build_args(tmp, config=FULL_CONFIG), capsys)
+    assert status == 2 and "tiny.safetensors" in err[0] and "shape" in err[0]
+    assert time.perf_counter() - start < 10
+    assert not (tmp / "out").exists()

@@ -11,6 +11,7 @@ the model config is refused without loading either.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,7 @@ def check_split_images(cfg, split: str, *, skip: bool | None = None) -> list[tup
     if bad and not skip:
         first, reason = bad[0]
         more = f"; {len(bad) - 1} more unreadable" if len(bad) > 1 else ""
-        hint = "; --skip_bad_images leaves them out" if skip is False else "; replace or remove it"
+        hint = "; --skip_bad_images leaves unreadable images out" if skip is False else "; replace or remove it"
         raise ValueError(f"{first}: {reason}{more}{hint}")
     for image, reason in bad:
         log.warning("skipping unreadable image %s: %s", image, reason)
@@ -265,3 +266,126 @@ def validate_autoencoder_config(cfg) -> None:
         check_checkpoint(cfg.resume_path, None)
     check_data(cfg, "train")
     check_split_images(cfg, "train")
+
+
+def check_writable(path: str | Path, setting: str, *, folder: bool) -> None:
+    """``path`` (a folder when ``folder``, else a file) can be created or replaced: it is of that kind when it
+    exists, and its nearest existing folder (itself, for an existing folder) is writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kinds = ("a file", "a folder") if folder else ("a folder", "a file")
+        raise ValueError(f"{path}: is {kinds[0]}, expected {kinds[1]} ({setting})")
+    base = path if folder and path.is_dir() else path.parent
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"{path}: cannot be created, {base} is a file ({setting})")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path}: cannot write here, {base} is not writable ({setting})")
+
+
+def _meta_model(config: str, overrides=None, setting: str = "config"):
+    """The model of ``config`` (and ``overrides``) on the ``meta`` device: its layout, no weights."""
+    from vlmdiff.model import create_model
+
+    path = Path(config)
+    if not str(config):
+        raise ValueError(f"{setting}: not set (the model's YAML file)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model config not found ({setting})")
+    try:
+        with torch.device("meta"):
+            return create_model(path, overrides=list(overrides or []))
+    except (ValueError, KeyError, FileNotFoundError):
+        raise
+    except Exception as err:  # a config whose values the model's layers refuse
+        raise ValueError(f"{path}: not a valid model config ({type(err).__name__}: {err})") from err
+
+
+def _meta_state(path: str | Path, setting: str) -> dict | None:
+    """``{key: meta tensor}`` of a checkpoint's header (None: a legacy-format file, checked when loaded)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found ({setting})")
+    shapes = checkpoint_shapes(path)
+    return None if shapes is None else {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+
+
+def validate_build_inputs(sd: str, ae: str | None, config: str, overrides, out: str) -> None:
+    """``build_model.py``'s inputs before any weights are read: the model config builds (on the ``meta``
+    device), the Stable Diffusion and autoencoder checkpoints provide every key the assembly copies, with
+    the model's shapes (read from the files' headers, by the assembly's own rule:
+    :func:`vlmdiff.assemble.assemble_state_dict`), and the output file can be written."""
+    from vlmdiff.assemble import assemble_state_dict
+
+    if Path(out).suffix not in (".safetensors", ".ckpt", ".pt", ".pth"):
+        raise ValueError(f"{out}: the output must end in .safetensors or .ckpt (--out)")
+    check_writable(out, "--out", folder=False)
+    sd_state = _meta_state(sd, "--sd")
+    ae_state = _meta_state(ae, "--ae") if ae else None
+    model = _meta_model(config, overrides, "--config")
+    if sd_state is None or (ae and ae_state is None):
+        return
+    if ae_state is not None:
+        ae_state = {k: v for k, v in ae_state.items() if not k.startswith("loss.")}
+    assemble_state_dict(model, sd_state, ae_state, sd_source=str(sd), ae_source=str(ae or sd))
+
+
+def validate_captioner_config(cfg, data_sets) -> None:
+    """Check a captioning run (``captioner.py``) before a VLM loads or a caption file is written: settings in
+    range, the backend's model folder (its ``config.json`` parses) or endpoint, the dataset's splits and
+    every image in them readable, and the output folder writable."""
+    import json
+
+    from vlmdiff.captioning.backends import BACKENDS, DTYPES
+    from vlmdiff.captioning.prompts import PROMPTS
+    from vlmdiff.data.datasets import check_layout, unreadable_split_images
+
+    _choice(cfg, "data_set", data_sets)
+    _choice(cfg, "backend", BACKENDS)
+    _choice(cfg, "dtype", DTYPES)
+    if not cfg.prompt:
+        _choice(cfg, "prompt_type", PROMPTS)
+    for key in ("batch_size", "num_shards", "max_new_tokens", "concurrency"):
+        _int(cfg, key, 1)
+    for key in ("coco_part", "start_ind", "retries"):
+        _int(cfg, key, 0)
+    _int(cfg, "shard_index", 0, cfg.num_shards - 1)
+    _int(cfg, "end_ind", 1, optional=True)
+    if cfg.end_ind is not None and cfg.end_ind <= cfg.start_ind:
+        raise ValueError(f"end_ind: must be greater than start_ind ({cfg.start_ind}), got {cfg.end_ind}")
+    if not cfg.timeout > 0:
+        raise ValueError(f"timeout: must be > 0, got {cfg.timeout}")
+    if cfg.device != "auto":
+        _device(cfg.device)
+    if cfg.backend == "transformers":
+        if not cfg.model_path:
+            raise ValueError("model_path: not set (a local model folder for the transformers backend; the template "
+                             "backend writes class-name captions without a VLM)")
+        folder = Path(cfg.model_path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: model folder not found (model_path; give a local folder, nothing is "
+                                    "downloaded)")
+        config = folder / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"{config}: the model folder has no config.json (model_path)")
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{config}: not a readable model config ({err})") from err
+    elif cfg.backend == "openai":
+        if not cfg.api_base:
+            raise ValueError("api_base: not set (the endpoint of the openai backend, e.g. http://127.0.0.1:23333)")
+        if not str(cfg.api_base).startswith(("http://", "https://")):
+            raise ValueError(f"api_base: expected an http:// or https:// address, got {cfg.api_base!r}")
+    if not cfg.data_path:
+        raise ValueError("data_path: not set (the dataset root)")
+    root = Path(cfg.data_path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset root not found (data_path)")
+    for split in ("train",) if cfg.only_train_set else ("train", "test"):
+        check_layout(cfg.data_set, root, split, coco_part=cfg.coco_part)
+        bad = unreadable_split_images(cfg.data_set, root, split, coco_part=cfg.coco_part, masks=False)
+        if bad:
+            more = f"; {len(bad) - 1} more unreadable" if len(bad) > 1 else ""
+            raise ValueError(f"{bad[0][0]}: {bad[0][1]}{more}; replace or remove it")
+    check_writable(cfg.output_dir or root.resolve().parent, "output_dir", folder=True)

@@ -45,9 +45,11 @@ def main(argv=None, prog=None) -> int:
     from vlmdiff.assemble import assemble_state_dict
     from vlmdiff.checkpoint import load_state_dict
     from vlmdiff.model import create_model, load_weights
+    from vlmdiff.validate import validate_build_inputs
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        validate_build_inputs(args.sd, args.ae, args.config, args.overrides, args.out)
         sd_state = load_state_dict(args.sd)
         ae_state = load_state_dict(args.ae) if args.ae else None
         seed_everything(args.seed)

@@ -99,10 +99,9 @@ def main(argv=None, prog=None) -> int:
         if flags[key] is None and env in os.environ:
             flags[key] = int(os.environ[env])
     cfg = resolve_run_config(CaptionerConfig, config_file=args.config, flags=flags, overrides=args.overrides)
-    if not cfg.data_path:
-        raise ValueError("--data_path is required")
-    if cfg.data_set not in DATA_SETS:
-        raise ValueError(f"data_set must be one of {list(DATA_SETS)}, got {cfg.data_set!r}")
+    from vlmdiff.validate import validate_captioner_config
+
+    validate_captioner_config(cfg, DATA_SETS)
     prompt_type = "custom" if cfg.prompt else cfg.prompt_type
     prompt = resolve_prompt(cfg.data_set, cfg.prompt_type, cfg.prompt)
     backend = build_captioner(cfg.backend, model_path=cfg.model_path, api_base=cfg.api_base, api_model=cfg.api_model,

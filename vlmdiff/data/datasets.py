@@ -224,16 +224,18 @@ def _readers(name, root, split, classes, coco_part, split_csv, json_dir) -> dict
     }
 
 
-def unreadable_images(records: Sequence[Record], *, progress: bool = True) -> list[tuple[Path, str]]:
-    """``(image, reason)`` of each record whose image or mask cannot be read, found cheaply without decoding
-    pixels (:func:`vlmdiff.data.images.image_file_problem`); a bad mask is named in its image's reason."""
+def unreadable_images(records: Sequence[Record], *, masks: bool = True, progress: bool = True
+                      ) -> list[tuple[Path, str]]:
+    """``(image, reason)`` of each record whose image (or, with ``masks``, mask) cannot be read, found cheaply
+    without decoding pixels (:func:`vlmdiff.data.images.image_file_problem`); a bad mask is named in its
+    image's reason."""
     from tqdm import tqdm
 
     bad = []
     for r in tqdm(records, desc="checking image files", unit="image", leave=False,
                   disable=not progress or len(records) < 500):
         problem = image_file_problem(r.image)
-        if problem is None and r.mask is not None:
+        if problem is None and masks and r.mask is not None:
             mask_problem = image_file_problem(r.mask)
             problem = None if mask_problem is None else f"its mask {r.mask}: {mask_problem}"
         if problem is not None:
@@ -242,15 +244,16 @@ def unreadable_images(records: Sequence[Record], *, progress: bool = True) -> li
 
 
 def unreadable_split_images(name: str, root: str | os.PathLike, split: str, *, classes: Sequence[str] | None = None,
-                       coco_part: int = 0, split_csv=None, json_dir=None) -> list[tuple[Path, str]]:
-    """``(image, reason)`` of the images (or their masks) of a split that cannot be read (CIFAR: none, its
-    batch files are read whole by :func:`check_layout`)."""
+                            coco_part: int = 0, split_csv=None, json_dir=None, masks: bool = True
+                            ) -> list[tuple[Path, str]]:
+    """``(image, reason)`` of the images (with ``masks``: or their masks) of a split that cannot be read
+    (CIFAR: none, its batch files are read whole by :func:`check_layout`)."""
     if name in ("cifar10", "cifar100"):
         return []
     readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
     if name not in readers:
         raise ValueError(f"data_set: unknown dataset {name!r}; valid: {list(DATASETS)}")
-    return unreadable_images(readers[name]())
+    return unreadable_images(readers[name](), masks=masks)
 
 
 def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
