@@ -316,3 +316,14 @@ def test_build_model_checks_the_sd_layout_from_the_header(env, capsys):
     assert status == 2 and "tiny.safetensors" in err[0] and "shape" in err[0]
     assert time.perf_counter() - start < 10
     assert not (tmp / "out").exists()
+
+
+def test_skip_bad_images_with_no_readable_image_writes_nothing(env, capsys, tmp_path):
+    tmp, data = env
+    broken = tmp_path / "all_bad"
+    shutil.copytree(data, broken)
+    for p in (broken / "disc" / "test").rglob("*.png"):
+        _break(p, "empty")
+    status, err = run_cli(test_cli.main, eval_args(tmp, broken, "--skip_bad_images"), capsys)
+    assert status == 2 and "none of the 2 images of the test split" in err[0]
+    assert not (tmp / "out").exists()

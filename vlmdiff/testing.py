@@ -386,7 +386,8 @@ def _selection(run: Path) -> tuple[list[str], dict[Path, np.ndarray]]:
     keys = json.loads(listed.read_text()) if listed.is_file() else list(index)
     changed = changed_images(run, {k: stamps[k] for k in keys if k in stamps}, files)
     if changed:
-        raise ValueError(f"{changed[0][1]}: changed since it was scored (size or modification time)"
+        what = "changed" if Path(changed[0][1]).exists() else "removed"
+        raise ValueError(f"{changed[0][1]}: {what} since it was scored (size or modification time)"
                          + (f", and {len(changed) - 1} more images" if len(changed) > 1 else "")
                          + "; run the test again without --run_eval_only to score it again")
     missing = [k for k in keys if k not in index]

@@ -157,9 +157,13 @@ def check_split_images(cfg, split: str, *, skip: bool | None = None) -> list[tup
     model is loaded or anything is written. An unreadable one raises naming it and why; with ``skip`` the
     ``(image, reason)`` list is returned instead, to be left out. ``skip=None``: the command offers no
     skipping (training)."""
-    from vlmdiff.data.datasets import unreadable_split_images
+    from vlmdiff.data.datasets import split_records, unreadable_images
 
-    bad = unreadable_split_images(cfg.data_set, cfg.data_path, split, classes=cfg.classes, coco_part=cfg.coco_part)
+    records = split_records(cfg.data_set, cfg.data_path, split, classes=cfg.classes, coco_part=cfg.coco_part)
+    bad = unreadable_images(records)
+    if bad and len(bad) == len(records):
+        raise ValueError(f"{cfg.data_path}: none of the {len(records)} images of the {split} split can be read "
+                         f"(first: {bad[0][0]}: {bad[0][1]})")
     if bad and not skip:
         first, reason = bad[0]
         more = f"; {len(bad) - 1} more unreadable" if len(bad) > 1 else ""

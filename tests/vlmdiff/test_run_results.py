@@ -195,3 +195,12 @@ def test_replaced_mask_is_scored_again(files, data, monkeypatch):
     os.utime(mask, ns=(1, 10**18))
     _, _, scored = run_test(cfg, monkeypatch)
     assert len(scored) == 1 and mask.name.replace("_mask", "") in scored[0]
+
+
+def test_eval_only_refuses_a_removed_image(files, data):
+    cfg = cfg_for(files, data)
+    run_test(cfg)
+    gone = data / "disc" / "test" / "good" / "000.png"
+    gone.unlink()
+    with pytest.raises(ValueError, match=r"good/000\.png: removed since it was scored"):
+        testing.evaluate_run(cfg)

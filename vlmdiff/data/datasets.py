@@ -248,12 +248,20 @@ def unreadable_split_images(name: str, root: str | os.PathLike, split: str, *, c
                             ) -> list[tuple[Path, str]]:
     """``(image, reason)`` of the images (with ``masks``: or their masks) of a split that cannot be read
     (CIFAR: none, its batch files are read whole by :func:`check_layout`)."""
+    records = split_records(name, root, split, classes=classes, coco_part=coco_part, split_csv=split_csv,
+                            json_dir=json_dir)
+    return unreadable_images(records, masks=masks)
+
+
+def split_records(name: str, root: str | os.PathLike, split: str, *, classes: Sequence[str] | None = None,
+                  coco_part: int = 0, split_csv=None, json_dir=None) -> list[Record]:
+    """The records of a split read from its layout (CIFAR, whose images live in batch files: none)."""
     if name in ("cifar10", "cifar100"):
         return []
     readers = _readers(name, root, split, classes, coco_part, split_csv, json_dir)
     if name not in readers:
         raise ValueError(f"data_set: unknown dataset {name!r}; valid: {list(DATASETS)}")
-    return unreadable_images(readers[name](), masks=masks)
+    return readers[name]()
 
 
 def build_dataset(name: str, root: str | os.PathLike, split: str, *, image_size: int = 256,
