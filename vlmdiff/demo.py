@@ -1,8 +1,8 @@
 """Pieces of the CPU demo (``scripts/demo.py``) that are worth testing on their own.
 
-* :func:`reconstruction_l1` measures how close the diffusion reconstructions (and the autoencoder round
-  trip) are to their inputs, the evidence that training taught the semantic-guided network to control the
-  reconstruction.
+* :func:`normal_distances` reads, from a test run, how close the diffusion reconstructions (and the
+  autoencoder round trip) of the normal test images are to their inputs: the evidence that training taught
+  the semantic-guided network to control the reconstruction.
 * :func:`write_summary` writes ``summary.json``: wall time per stage, both metric modes of the trained and
   of the untrained model, and the three reconstruction distances.
 * :func:`write_overview` draws the picture of a run: input, diffusion reconstruction and heatmap per class.
@@ -10,35 +10,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 
 from utils.io import write_json
-
-
-@torch.no_grad()
-def reconstruction_l1(model, images: torch.Tensor, noise_fn: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
-                      *, batch_size: int = 8, **reconstruct_kwargs) -> dict[str, float]:
-    """Mean absolute difference (ImageNet-normalised units) between ``images`` and (a) their diffusion
-    reconstructions, ``"samples"``, (b) their autoencoder round trip, ``"autoencoder"``.
-
-    ``noise_fn(start, stop)`` returns ``(posterior_noise, noise)`` for images ``start:stop``, so the
-    reconstructions are the ones the test run scored.
-    """
-    totals = {"samples": 0.0, "autoencoder": 0.0}
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        posterior_noise, noise = noise_fn(start, start + len(x))
-        out = model.reconstruct(x, posterior_noise=posterior_noise, noise=noise, return_ae_reconstruction=True,
-                                **reconstruct_kwargs)
-        x = x.to(out["samples"].device)
-        totals["samples"] += float((out["samples"] - x).abs().mean(dim=(1, 2, 3)).sum())
-        totals["autoencoder"] += float((out["reconstruction"] - x).abs().mean(dim=(1, 2, 3)).sum())
-    return {k: v / max(len(images), 1) for k, v in totals.items()}
 
 
 def write_summary(path: str | os.PathLike, *, wall_s: float, stages_s: Mapping[str, float], metrics: Mapping,
@@ -90,30 +70,20 @@ def compare_tables(metrics: Mapping, untrained: Mapping, mode: str = "paper") ->
     return f"{mode} mode, trained / untrained start:\n" + "\n".join(rows)
 
 
-def normal_test_l1(model_config, checkpoints: Mapping[str, str | os.PathLike], data_set: str, data_path,
-                   *, classes=None, image_size: int, seed: int, only_mid_control: bool = True, batch_size: int = 1,
-                   **protocol) -> dict[str, dict[str, float]]:
-    """:func:`reconstruction_l1` of each checkpoint on the normal test images, with the test run's
-    per-image noise, one image at a time as the test run scores them (so the distances are those of the
-    reconstructions the test scored)."""
-    from vlmdiff.data import build_dataset
-    from vlmdiff.inference import image_noise
-    from vlmdiff.model import create_model
+def normal_distances(run: str | os.PathLike) -> dict[str, float]:
+    """Mean ``l1_sample`` and ``l1_autoencoder`` of a test run's normal images, from its ``per_image.csv``:
+    the distances of the very reconstructions the run scored (:func:`vlmdiff.testing.reconstruction_distances`;
+    ``l1_autoencoder`` is NaN unless the run saved visuals)."""
+    with open(Path(run) / "per_image.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] == "0"]
+    if not rows:
+        raise ValueError(f"{run}: no normal test images, so no reconstruction distance")
 
-    ds = build_dataset(data_set, data_path, "test", image_size=image_size, classes=classes)
-    normal = [i for i, r in enumerate(ds.records) if r.label == 0]
-    images = torch.stack([ds[i]["jpg"] for i in normal])
-    keys = [ds.keys[i] for i in normal]
-    out = {}
-    for name, path in checkpoints.items():
-        model = create_model(model_config)
-        model.load_checkpoint(path)
-        model.only_mid_control = only_mid_control
-        model.eval()
-        shape = model.latent_shape(image_size, image_size)
-        out[name] = reconstruction_l1(model, images, lambda a, b: image_noise(keys[a:b], seed, shape),
-                                      batch_size=batch_size, **protocol)
-    return out
+    def mean(column: str) -> float:
+        values = [float(r[column]) for r in rows if r[column] != ""]
+        return sum(values) / len(values) if len(values) == len(rows) else float("nan")
+
+    return {"samples": mean("l1_sample"), "autoencoder": mean("l1_autoencoder")}
 
 
 def write_overview(run: str | os.PathLike, path: str | os.PathLike, *, per_class: int = 1) -> Path:
