@@ -159,7 +159,8 @@ class TestConfig(DataRunConfig):
     start_mode: str = setting("reference", "reference: the full uniform DDIM grid whatever the start step; "
                               "matched: the grid starts at the start step", choices=START_MODES, results=True)
     sigma: float = setting(5.0, "standard deviation of the Gaussian smoothing of the anomaly maps", results=True)
-    metrics_mode: str = setting("paper", "paper: the reference's metric computation; exact: full-resolution",
+    metrics_mode: str = setting("paper", "paper: the reference evaluator's definitions (numbers compare with the "
+                                "paper); exact: the exact definitions (plain max image score, ...)",
                                 choices=METRICS_MODES)
     batch_size: int = setting(8, "images per batch")
     num_workers: int = setting(2, "data-loading worker processes")
@@ -226,6 +227,11 @@ def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None
     return OmegaConf.to_object(cfg)
 
 
+def config_yaml(config: Any) -> str:
+    """A resolved configuration as YAML (what ``--config`` reads back)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
 def save_run_config(config: Any, path: str | os.PathLike) -> None:
     """Write the resolved configuration as YAML (atomically)."""
-    write_text(path, OmegaConf.to_yaml(OmegaConf.structured(config)))
+    write_text(path, config_yaml(config))
