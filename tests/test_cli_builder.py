@@ -7,13 +7,16 @@ from dataclasses import dataclass, fields
 import pytest
 import yaml
 
+from vlmdiff.cli import captioner as caption_cli
+from vlmdiff.cli import finetune_autoencoder as ae_cli
 from vlmdiff.cli import test as test_cli
 from vlmdiff.cli import train as train_cli
 from vlmdiff.cli.builder import ConfigCommandLine, UsageError, field_default, show
 from vlmdiff.errors import cli_main
-from vlmdiff.run_config import TestConfig, TrainConfig, result_keys, setting
+from vlmdiff.run_config import AEConfig, CaptionerConfig, TestConfig, TrainConfig, result_keys, setting
 
 STAGES = {"train": (train_cli, TrainConfig), "test": (test_cli, TestConfig)}
+ALL_STAGES = {**STAGES, "finetune-autoencoder": (ae_cli, AEConfig), "caption": (caption_cli, CaptionerConfig)}
 
 
 def help_entries(module, capsys, monkeypatch) -> dict[str, str]:
@@ -34,16 +37,23 @@ def help_entries(module, capsys, monkeypatch) -> dict[str, str]:
     return entries
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", list(ALL_STAGES))
 def test_every_setting_is_in_the_help_with_its_default(stage, capsys, monkeypatch):
-    module, schema = STAGES[stage]
+    module, schema = ALL_STAGES[stage]
     entries = help_entries(module, capsys, monkeypatch)
     for f in fields(schema):
         entry = entries.get(f"--{f.name}")
         assert entry is not None, f"--{f.name} missing from {stage} --help"
         assert f"(default: {show(field_default(f))})" in entry, entry
         assert len(entry) > len(f"--{f.name}") + 30, f"--{f.name} has no help text"
+    if stage == "caption":
+        assert "(default: pd)" in entries["--prompt_type"] and entries["--resume"].startswith("--resume, --no_resume")
+        return
     # written out: the value a user types
+    assert entries["--progress_bar" if stage != "test" else "--overwrite"].split()[1].startswith("--no_")
+    if stage not in STAGES:
+        assert "(default: 256)" in entries["--image_size"] and "(default: null)" in entries["--crop_size"]
+        return
     assert "(default: 256)" in entries["--image_size"] and "--image_size N" in entries["--image_size"]
     assert "(default: mvtec)" in entries["--data_set"]
     assert entries["--use_captions"].startswith("--use_captions, --no_use_captions")
@@ -67,13 +77,16 @@ def test_the_reference_names_are_documented_aliases(capsys, monkeypatch):
 
 def test_choices_come_from_the_registries():
     from vlmdiff import metrics, model, optim, precision
+    from vlmdiff.captioning import BACKENDS, DTYPES, PROMPTS
     from vlmdiff.data import DATASETS
     from vlmdiff.features import EXTRACTORS
 
     registries = {(TestConfig, "scorer"): EXTRACTORS, (TestConfig, "data_set"): DATASETS,
                   (TrainConfig, "data_set"): DATASETS, (TestConfig, "precision"): tuple(precision.PRECISIONS),
                   (TestConfig, "start_mode"): model.START_MODES, (TestConfig, "metrics_mode"): metrics.MODES,
-                  (TrainConfig, "optimizer"): optim.OPTIMIZERS}
+                  (TrainConfig, "optimizer"): optim.OPTIMIZERS, (AEConfig, "data_set"): DATASETS,
+                  (CaptionerConfig, "backend"): BACKENDS, (CaptionerConfig, "prompt_type"): tuple(PROMPTS),
+                  (CaptionerConfig, "dtype"): DTYPES}
     for (schema, name), names in registries.items():
         cli = ConfigCommandLine(schema)
         assert "{" + ",".join(names) + "}" in cli.parser.format_help(), name
@@ -137,6 +150,17 @@ def test_a_misspelling_is_one_line_naming_the_closest_setting(stage, argv, messa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_value_outside_the_choices_from_a_file_or_key_value_is_refused(tmp_path, capsys):
+    run = tmp_path / "run.yaml"
+    run.write_text("scorer: v1s9\n")
+    assert cli_main(test_cli.main, ["--config", str(run), "--output_dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[0].endswith("; did you mean 'v1s8'?")
+    assert cli_main(caption_cli.main, ["--data_path", str(tmp_path), "data_set=cifar10"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: data_set: 'cifar10' is not one of mvtec, visa, realiad, coco, custom"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_misspelt_key_of_a_config_file_names_the_file_and_the_closest_setting(tmp_path, capsys):
     run = tmp_path / "run.yaml"
     run.write_text("data_set: visa\nlearning_rte: 1.0e-4\n")
@@ -164,11 +188,13 @@ def test_a_missing_required_setting_is_one_line_naming_its_flag(tmp_path, capsys
     assert capsys.readouterr().err.splitlines() == ["error: --sd is required: Stable Diffusion checkpoint"]
     assert not written.exists()
     assert cli_main(main, ["sd=weights.ckpt"]) == 0 and written.read_text() == "weights.ckpt"
+    assert cli_main(caption_cli.main, ["--backend", "template"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: --data_path is required: dataset root folder"]
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", ["train", "test", "finetune-autoencoder"])
 def test_print_config_prints_the_resolved_settings(stage, tmp_path, capsys):
-    module, schema = STAGES[stage]
+    module, schema = ALL_STAGES[stage]
     with pytest.raises(SystemExit) as exit_:
         module.main(["--print_config", "--data_path", str(tmp_path), "image_size=96",
                      "--output_dir", str(tmp_path / "o")])

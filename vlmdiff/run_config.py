@@ -182,6 +182,91 @@ class TestConfig(DataRunConfig):
     overwrite: bool = setting(False, "discard stored results of this run")
 
 
+
+@dataclass
+class AEConfig:
+    """Settings of an autoencoder finetuning run (finetune_autoencoder.py)."""
+
+    resume_path: str = setting("models/autoencoders.ckpt", "autoencoder weights to start from (the LDM kl-f8 "
+                               "checkpoint); '' starts from random weights (toy runs only)", results=True)
+    model_config: str = setting("configs/vlmdiff.yaml", "model config YAML; its first_stage_config is the "
+                                "autoencoder", results=True)
+    data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=DATASETS, results=True)
+    data_path: str = setting("", "dataset root folder", results=True)
+    coco_part: int = setting(0, "COCO-AD split, 0..3", results=True)
+    classes: list[str] | None = setting(None, "a subset of the data set's classes, comma-separated (null: all)",
+                                        results=True)
+    image_size: int = setting(256, "side of the square images, in pixels", results=True)
+    crop_size: int | None = setting(None, "train on random crops of this side (null or 0: whole images)",
+                                    results=True)
+    exp_name: str = setting("autoencoder", "run name: outputs go to <output_dir>/<exp_name>; the same name again "
+                            "continues from its last completed epoch")
+    output_dir: str = setting("runs", "folder of the run folders")
+    batch_size: int = setting(1, "images per step", results=True)
+    accumulate: int = setting(8, "steps whose gradients are summed before an optimiser update", results=True)
+    learning_rate: float | None = setting(None, "learning rate (null: batch_size × 4.5e-5, as the reference)",
+                                          results=True)
+    max_epochs: int = setting(10, "epochs (-1: no limit, with --max_steps)", results=True)
+    max_steps: int = setting(-1, "autoencoder optimiser updates (-1: no limit)", results=True)
+    disc_start: int = setting(50001, "step from which the discriminator's loss counts", results=True)
+    lpips_vgg: str | None = setting(None, "VGG16 weights of the LPIPS term (with --lpips_lin; null: no "
+                                    "perceptual term)", results=True)
+    lpips_lin: str | None = setting(None, "LPIPS linear heads (with --lpips_vgg)", results=True)
+    num_workers: int = setting(4, "data-loading worker processes")
+    accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu, ...")
+    devices: int = setting(1, "Lightning devices")
+    seed: int = setting(1, "seed of the initialisation, the shuffle and the crops", results=True)
+    progress_bar: bool = setting(True, "show a progress bar")
+
+
+def _captioning(name: str) -> Callable[[], Iterable[str]]:
+    """A registry of :mod:`vlmdiff.captioning`, read when a command line is built."""
+    from importlib import import_module
+
+    return lambda: tuple(getattr(import_module("vlmdiff.captioning"), name))
+
+
+# the data sets of image files (not the CIFAR batches)
+CAPTIONED_DATASETS = tuple(name for name in DATASETS if not name.startswith("cifar"))
+
+
+@dataclass
+class CaptionerConfig:
+    """Settings of a captioning run (captioner.py)."""
+
+    data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=CAPTIONED_DATASETS,
+                            results=True)
+    data_path: str = setting("", "dataset root folder", results=True, required=True)
+    coco_part: int = setting(0, "COCO-AD split, 0..3", results=True)
+    vlm_model: str | None = setting(None, "the VLM's name in the caption files' names (null: template, the model "
+                                    "folder's or the served model's name)")
+    backend: str = setting("transformers", "transformers: a local image-text-to-text model folder; openai: an "
+                           "OpenAI-compatible endpoint (vLLM, lmdeploy, SGLang); template: class-name sentences, "
+                           "no VLM", choices=_captioning("BACKENDS"), results=True)
+    model_path: str | None = setting(None, "local model folder (backend transformers)", results=True)
+    api_base: str | None = setting(None, "endpoint URL (backend openai)")
+    api_model: str | None = setting(None, "served model name (backend openai)", results=True)
+    prompt_type: str = setting("pd", "the reference's prompt (COCO-AD always gets its own)",
+                               choices=_captioning("PROMPTS"), results=True)
+    prompt: str | None = setting(None, "custom prompt text; the folder name then says custom", results=True)
+    only_train_set: bool = setting(False, "caption the train split only")
+    start_ind: int = setting(0, "first train image (the train split only, as the reference)")
+    end_ind: int | None = setting(None, "train index to stop at (null: the end; the reference stops at 10000)")
+    batch_size: int = setting(8, "images per VLM call")
+    num_shards: int = setting(1, "shards of a multi-process run (default from WORLD_SIZE)")
+    shard_index: int = setting(0, "this process's shard (default from RANK)")
+    output_dir: str | None = setting(None, "caption folder (null: <data_path>/../<data_set>_captions_<vlm>_"
+                                     "<prompt_type>)")
+    device: str = setting("auto", "auto: cuda:<LOCAL_RANK> when CUDA is available, else cpu")
+    dtype: str = setting("auto", "dtype of the transformers backend's weights", choices=_captioning("DTYPES"),
+                         results=True)
+    max_new_tokens: int = setting(1024, "longest caption, in tokens", results=True)
+    trust_remote_code: bool = setting(False, "allow the model folder's own code")
+    timeout: float = setting(120.0, "seconds per endpoint request")
+    retries: int = setting(3, "further attempts after a failed endpoint request")
+    concurrency: int = setting(8, "endpoint requests in flight")
+    resume: bool = setting(True, "continue an interrupted run (--no_resume: start over)")
+
 def _check_keys(schema: type, layer: Any, where: str) -> None:
     """Every top-level key of a layer is a field of ``schema``; else one line naming the closest field."""
     if not isinstance(layer, DictConfig):

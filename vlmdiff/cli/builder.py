@@ -185,15 +185,21 @@ class ConfigCommandLine:
     def resolve(self, args: argparse.Namespace, flags: dict[str, Any] | None = None):
         """The run config: defaults, ``--config``, ``flags`` (default: :meth:`flags`), ``key=value``.
 
-        Required settings left empty are refused naming their flag; ``--print_config`` prints the result and
-        exits (status 0) before any check of the files it names.
+        ``--print_config`` prints the result and exits (status 0) before any check. Required settings left
+        empty are refused naming their flag, and values outside their choices (from a file or ``key=value``)
+        naming the setting.
         """
         cfg = resolve_run_config(self.schema, config_file=args.config,
                                  flags=self.flags(args) if flags is None else flags, overrides=args.overrides)
         if args.print_config:
             print(config_yaml(cfg), end="")
             raise SystemExit(0)
-        for f in fields(self.schema):
-            if f.metadata.get("required") and getattr(cfg, f.name) in (None, "", [], ()):
+        for f in self.fields:
+            value, choices = getattr(cfg, f.name), choices_of(f)
+            if f.metadata.get("required") and value in (None, "", [], ()):
                 raise UsageError(f"--{f.name} is required: {f.metadata.get('help', '')}".rstrip(": "))
+            if choices is not None and value is not None and value not in choices:
+                guess = closest(str(value), choices)
+                raise UsageError(f"{f.name}: {value!r} is not one of {', '.join(choices)}"
+                                 + (f"; did you mean {guess!r}?" if guess else ""))
         return cfg
