@@ -124,13 +124,13 @@ def test_key_value_anywhere(argv):
 
 def test_later_sources_win(tmp_path):
     run = tmp_path / "run.yaml"
-    run.write_text("image_size: 128\nbatch_size: 2\nlearning_rate: 0.5\n")
+    run.write_text("data_path: data\nimage_size: 128\nbatch_size: 2\nlearning_rate: 0.5\n")
     cli = train_cli.command_line()
     cfg = cli.resolve(cli.parse_args(["batch_size=6", "--config", str(run), "--batch_size", "4", "--max_epochs", "3",
                                       "--no_progress_bar", "--devices", "0,1", "--classes", "bottle,cable"]))
     assert (cfg.image_size, cfg.batch_size, cfg.learning_rate, cfg.max_epochs) == (128, 6, 0.5, 3)
     assert cfg.progress_bar is False and cfg.devices == "0,1" and cfg.classes == ["bottle", "cable"]
-    assert cli.resolve(cli.parse_args(["--devices", "2"])).devices == 2
+    assert cli.resolve(cli.parse_args(["--devices", "2", "data_path=data"])).devices == 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -188,8 +188,10 @@ def test_a_missing_required_setting_is_one_line_naming_its_flag(tmp_path, capsys
     assert capsys.readouterr().err.splitlines() == ["error: --sd is required: Stable Diffusion checkpoint"]
     assert not written.exists()
     assert cli_main(main, ["sd=weights.ckpt"]) == 0 and written.read_text() == "weights.ckpt"
-    assert cli_main(caption_cli.main, ["--backend", "template"]) == 2
-    assert capsys.readouterr().err.splitlines() == ["error: --data_path is required: dataset root folder"]
+    for module in (caption_cli, ae_cli, train_cli):  # the stages that always read a dataset
+        assert cli_main(module.main, ["--output_dir", str(tmp_path / "out"), "batch_size=2"]) == 2
+        assert capsys.readouterr().err.splitlines() == ["error: --data_path is required: dataset root folder"]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("stage", ["train", "test", "finetune-autoencoder"])

@@ -102,6 +102,7 @@ class TrainConfig(DataRunConfig):
     resume_path: str = setting("models/vlmdiff_sd15_model.safetensors",
                                "training-start checkpoint (build_model.py), or a trained one to start from",
                                results=True)
+    data_path: str = setting("", "dataset root folder", results=True, required=True)
     caption_model: str = setting("_internvl", "COCO-AD: the caption-file suffix (_internvl, _blip, ...; '' for the "
                                  "human captions): <data_path>/annotations/captions_train2017<suffix>.json",
                                  results=True)
@@ -192,7 +193,7 @@ class AEConfig:
     model_config: str = setting("configs/vlmdiff.yaml", "model config YAML; its first_stage_config is the "
                                 "autoencoder", results=True)
     data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=DATASETS, results=True)
-    data_path: str = setting("", "dataset root folder", results=True)
+    data_path: str = setting("", "dataset root folder", results=True, required=True)
     coco_part: int = setting(0, "COCO-AD split, 0..3", results=True)
     classes: list[str] | None = setting(None, "a subset of the data set's classes, comma-separated (null: all)",
                                         results=True)
