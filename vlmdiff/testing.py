@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -36,7 +36,7 @@ from utils.io import atomic_path, write_json, write_text
 from vlmdiff.data.images import denormalize
 from vlmdiff.inference import score_images
 from vlmdiff.precision import check_precision, compile_networks, compiled_networks, is_compiled, to_channels_last
-from vlmdiff.run_config import DataRunConfig
+from vlmdiff.run_config import TestConfig, result_keys
 from vlmdiff.metrics import MetricAccumulator
 from vlmdiff.predict import write_thresholds
 from vlmdiff.report import write_class_plots, write_gallery_images, write_html_report, write_tables, write_visuals
@@ -44,45 +44,9 @@ from vlmdiff.scoring import image_scores
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_part", "image_size",
-               "use_captions", "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps",
-               "guidance_scale", "start_timestep", "start_mode", "sigma", "seed", "precision", "channels_last",
-               "compile", "batch_invariant")
+RESULT_KEYS = result_keys(TestConfig)  # the settings tagged results=True
 # Settings that name a file: compared by content (size and SHA-256), not by path.
 FILE_KEYS = ("resume_path", "model_config", "scorer_weights")
-
-
-@dataclass
-class TestConfig(DataRunConfig):
-    """Settings of a test run (defaults: the reference protocol at 256×256 with DINO ViT-S/8)."""
-
-    resume_path: str = "models/vlmdiff_trained.ckpt"
-    exp_name: str = "testing_mvtec"
-    scorer: str = "v1s8"
-    scorer_weights: str | None = None
-    ddim_steps: int = 10
-    guidance_scale: float = 9.0
-    start_timestep: int = 999
-    start_mode: str = "reference"
-    sigma: float = 5.0
-    metrics_mode: str = "paper"
-    batch_size: int = 8
-    num_workers: int = 2
-    seed: int = 0
-    start_ind: int = 0
-    end_ind: int | None = None
-    # speed (docs: README "Speed and memory"): "fp32" is the paper's numbers; "bf16" / "fp16" autocast the
-    # networks, keeping the posterior, the DDIM update and the maps in float32
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the UNet, SGN and decoder (the first batch, its warm-up, is not timed)
-    # True: each image through the networks alone, its map the same in any batch; False: whole batches
-    # (faster on a GPU; last bits may depend on the batch companions)
-    batch_invariant: bool = True
-    save_visuals: bool = False
-    gallery_per_class: int = 3
-    device: str = "auto"
-    overwrite: bool = False
 
 
 _DIGESTS: dict[tuple, str] = {}  # (absolute path, size, mtime_ns) -> SHA-256, for this process
