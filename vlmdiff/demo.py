@@ -1,44 +1,28 @@
 """Pieces of the CPU demo (``scripts/demo.py``) that are worth testing on their own.
 
-* :func:`reconstruction_l1` measures how close the diffusion reconstructions (and the autoencoder round
-  trip) are to their inputs, the evidence that training taught the semantic-guided network to control the
-  reconstruction.
+* :func:`normal_distances` reads, from a test run, how close the diffusion reconstructions (and the
+  autoencoder round trip) of the normal test images are to their inputs: the evidence that training taught
+  the semantic-guided network to control the reconstruction.
 * :func:`write_summary` writes ``summary.json``: wall time per stage, both metric modes of the trained and
   of the untrained model, and the three reconstruction distances.
 * :func:`write_overview` draws the picture of a run: input, diffusion reconstruction and heatmap per class.
+* :func:`reconstruction_bounds` and :func:`control_sensitivity` (``scripts/demo_diagnostics.py``) measure what
+  bounds the demo's numbers: the best and the copying reconstruction through its autoencoder, and how much
+  its UNet listens where the semantic-guided network speaks.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
+import numpy as np
 import torch
 
 from utils.io import write_json
-
-
-@torch.no_grad()
-def reconstruction_l1(model, images: torch.Tensor, noise_fn: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
-                      *, batch_size: int = 8, **reconstruct_kwargs) -> dict[str, float]:
-    """Mean absolute difference (ImageNet-normalised units) between ``images`` and (a) their diffusion
-    reconstructions, ``"samples"``, (b) their autoencoder round trip, ``"autoencoder"``.
-
-    ``noise_fn(start, stop)`` returns ``(posterior_noise, noise)`` for images ``start:stop``, so the
-    reconstructions are the ones the test run scored.
-    """
-    totals = {"samples": 0.0, "autoencoder": 0.0}
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        posterior_noise, noise = noise_fn(start, start + len(x))
-        out = model.reconstruct(x, posterior_noise=posterior_noise, noise=noise, return_ae_reconstruction=True,
-                                **reconstruct_kwargs)
-        x = x.to(out["samples"].device)
-        totals["samples"] += float((out["samples"] - x).abs().mean(dim=(1, 2, 3)).sum())
-        totals["autoencoder"] += float((out["reconstruction"] - x).abs().mean(dim=(1, 2, 3)).sum())
-    return {k: v / max(len(images), 1) for k, v in totals.items()}
 
 
 def write_summary(path: str | os.PathLike, *, wall_s: float, stages_s: Mapping[str, float], metrics: Mapping,
@@ -90,30 +74,20 @@ def compare_tables(metrics: Mapping, untrained: Mapping, mode: str = "paper") ->
     return f"{mode} mode, trained / untrained start:\n" + "\n".join(rows)
 
 
-def normal_test_l1(model_config, checkpoints: Mapping[str, str | os.PathLike], data_set: str, data_path,
-                   *, classes=None, image_size: int, seed: int, only_mid_control: bool = True, batch_size: int = 1,
-                   **protocol) -> dict[str, dict[str, float]]:
-    """:func:`reconstruction_l1` of each checkpoint on the normal test images, with the test run's
-    per-image noise, one image at a time as the test run scores them (so the distances are those of the
-    reconstructions the test scored)."""
-    from vlmdiff.data import build_dataset
-    from vlmdiff.inference import image_noise
-    from vlmdiff.model import create_model
+def normal_distances(run: str | os.PathLike) -> dict[str, float]:
+    """Mean ``l1_sample`` and ``l1_autoencoder`` of a test run's normal images, from its ``per_image.csv``:
+    the distances of the very reconstructions the run scored (:func:`vlmdiff.testing.reconstruction_distances`;
+    ``l1_autoencoder`` is NaN unless the run saved visuals)."""
+    with open(Path(run) / "per_image.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] == "0"]
+    if not rows:
+        raise ValueError(f"{run}: no normal test images, so no reconstruction distance")
 
-    ds = build_dataset(data_set, data_path, "test", image_size=image_size, classes=classes)
-    normal = [i for i, r in enumerate(ds.records) if r.label == 0]
-    images = torch.stack([ds[i]["jpg"] for i in normal])
-    keys = [ds.keys[i] for i in normal]
-    out = {}
-    for name, path in checkpoints.items():
-        model = create_model(model_config)
-        model.load_checkpoint(path)
-        model.only_mid_control = only_mid_control
-        model.eval()
-        shape = model.latent_shape(image_size, image_size)
-        out[name] = reconstruction_l1(model, images, lambda a, b: image_noise(keys[a:b], seed, shape),
-                                      batch_size=batch_size, **protocol)
-    return out
+    def mean(column: str) -> float:
+        values = [float(r[column]) for r in rows if r[column] != ""]
+        return sum(values) / len(values) if len(values) == len(rows) else float("nan")
+
+    return {"samples": mean("l1_sample"), "autoencoder": mean("l1_autoencoder")}
 
 
 def write_overview(run: str | os.PathLike, path: str | os.PathLike, *, per_class: int = 1) -> Path:
@@ -161,3 +135,81 @@ def write_overview(run: str | os.PathLike, path: str | os.PathLike, *, per_class
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     return path
+
+
+@torch.no_grad()
+def reconstruction_bounds(model, extractor, data_dir: str | os.PathLike, *, image_size: int, sigma: float = 5.0,
+                          mode: str = "paper") -> dict[str, dict]:
+    """Metrics of two stand-in reconstructions of a synthetic benchmark's test images, scored as a test run
+    scores a diffusion reconstruction (feature maps of input vs. reconstruction, Gaussian ``sigma``):
+
+    * ``"ceiling"``: the autoencoder round trip (posterior mode) of each image's defect-free counterpart
+      (:func:`vlmdiff.data.synthetic.defect_free_counterparts`; a normal image's own round trip), the best a
+      model that decodes through this autoencoder can reconstruct;
+    * ``"copy"``: the round trip of the input itself, defects included, what a model that copies its input
+      scores.
+
+    Returns ``{"ceiling": {class: metrics, "mean": ...}, "copy": {...}}`` (fractions).
+    """
+    from PIL import Image
+
+    from vlmdiff.data import build_dataset
+    from vlmdiff.data.images import image_to_tensor
+    from vlmdiff.data.synthetic import defect_free_counterparts
+    from vlmdiff.metrics import evaluate
+    from vlmdiff.precision import extract_features
+    from vlmdiff.scoring import anomaly_map
+
+    clean = defect_free_counterparts(data_dir)
+    info = json.loads((Path(data_dir) / "synthetic_dataset.json").read_text())
+    ds = build_dataset("mvtec", data_dir, "test", image_size=image_size, classes=info["classes"])
+
+    def round_trip(x):
+        return model.decode_first_stage(model.scale_factor * model.encode_first_stage(x).mode())
+
+    maps = {"ceiling": [], "copy": []}
+    masks, classes = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        x = item["jpg"][None].to(model.device)
+        target = clean.get(ds.keys[i])
+        target = x if target is None else image_to_tensor(Image.fromarray(target), image_size)[None].to(model.device)
+        features = extract_features(extractor, x, "fp32")
+        for name, y in (("ceiling", round_trip(target)), ("copy", round_trip(x))):
+            maps[name].append(anomaly_map(features, extract_features(extractor, y, "fp32"), image_size, sigma=sigma)[0])
+        masks.append((item["mask"][0] > 0).numpy())
+        classes.append(item["clsname"])
+    return {name: evaluate(np.stack(m), np.stack(masks), classes, mode) for name, m in maps.items()}
+
+
+@torch.no_grad()
+def control_sensitivity(model, images: torch.Tensor, *, timestep: int = 999, magnitude: float = 5.0,
+                        seed: int = 0) -> dict[str, float]:
+    """How much the UNet's predicted noise moves (mean ``|Δε|``) when a random control of standard deviation
+    ``magnitude`` is added where the semantic-guided network's controls enter: at the middle block, and at the
+    skips of each resolution (``"skips 2x2"`` …), one place at a time, on ``images``' latents at ``timestep``.
+
+    A UNet that ignores what enters at its deepest levels cannot be steered from there, whatever the SGN
+    learns: the paper's routing (middle block and the three deepest skips) needs these numbers to be large.
+    """
+    g = torch.Generator().manual_seed(seed)
+    images = images.to(model.device).float()
+    posterior = model.encode_first_stage(images)
+    z = model.get_first_stage_encoding(posterior, torch.randn(posterior.mean.shape, generator=g).to(model.device))
+    t = torch.full((len(z),), int(timestep), dtype=torch.long, device=model.device)
+    x_t = model.q_sample(z, t, torch.randn(z.shape, generator=g).to(model.device))
+    context = model.empty_conditioning(len(z))
+    controls = model.control_model(x_t, images, t, context)
+    unet = model.model.diffusion_model
+    zeros = [torch.zeros_like(c) for c in controls]
+    base = unet(x_t, t, context, control=zeros, only_mid_control=False)
+    places: dict[str, list[int]] = {"middle block": [len(controls) - 1]}
+    for i, c in enumerate(controls[:-1]):
+        places.setdefault(f"skips {c.shape[-2]}x{c.shape[-1]}", []).append(i)
+    out = {}
+    for name, indices in places.items():
+        probe = list(zeros)
+        for i in indices:
+            probe[i] = magnitude * torch.randn(controls[i].shape, generator=g).to(model.device)
+        out[name] = float((unet(x_t, t, context, control=probe, only_mid_control=False) - base).abs().mean())
+    return out

@@ -41,12 +41,13 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
+from vlmdiff.choices import METRICS_MODES
 from vlmdiff.scoring import image_scores
 
 log = logging.getLogger(__name__)
 
 METRICS = ("AUROC_I", "AP_I", "F1max_I", "AUROC_P", "AP_P", "F1max_P", "AUPRO")
-MODES = ("paper", "exact")
+MODES = METRICS_MODES
 PRO_FPR_LIMIT = 0.3
 PRO_THRESHOLDS = 200
 CHUNK_PIXELS = 1 << 25  # pixels buffered, then sorted at a time (128 MiB of float32)

@@ -23,13 +23,13 @@ from ldm.modules.diffusion import SCHEDULE_BUFFERS, extract, make_beta_schedule,
 from ldm.modules.diffusion import q_sample as _q_sample
 from ldm.modules.distributions import DiagonalGaussianDistribution
 from vlmdiff.checkpoint import load_state_dict, load_strict
+from vlmdiff.choices import START_MODES
 from vlmdiff.config import instantiate, load_config
 from vlmdiff.precision import autocast, check_precision, to_channels_last
 from vlmdiff.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
-START_MODES = ("reference", "matched")
 POSITION_IDS_KEY = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 
 

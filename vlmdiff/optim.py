@@ -16,7 +16,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "adamw8bit")
+from vlmdiff.choices import OPTIMIZERS
+
 FUSED_DEVICE_TYPES = ("cuda",)  # where "adamw" switches to the fused kernel
 
 

@@ -16,7 +16,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from vlmdiff.choices import PRECISIONS as PRECISION_DTYPES
+
+PRECISIONS = {name: dtype and getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}
 
 
 def check_precision(precision: str) -> str:

@@ -1,48 +1,282 @@
-"""Run configurations of the pipeline scripts: dataclass schemas, YAML files, flags and ``key=value`` overrides.
+"""Run configurations of the pipeline stages: dataclass schemas, YAML files, flags and ``key=value`` overrides.
 
 A run's settings are resolved in this order (later wins): the schema's defaults, the YAML file given with
 ``--config``, the command-line flags that were set explicitly, then ``key=value`` overrides. A misspelt key
-or a value of the wrong type fails at load time naming the file and the key. The resolved configuration is
-saved beside the run's outputs.
+names the closest setting; a value of the wrong type fails at load time naming the file and the key. The
+resolved configuration is saved beside the run's outputs.
+
+Every field of a schema is declared with :func:`setting`, whose metadata the command lines are built from
+(:mod:`vlmdiff.cli.builder`): its help text, its choices (a registry's names), the reference's names of its
+flag (``aliases``), and whether it changes a run's results (``results``: the test run's fingerprint,
+:func:`result_keys`). This module imports without torch, so ``--help`` lists every setting at once.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from utils.io import write_text
+from vlmdiff.choices import DATASETS, METRICS_MODES, OPTIMIZERS, PRECISIONS, START_MODES
+from vlmdiff.features import EXTRACTORS
 
 T = TypeVar("T")
+
+
+Choices = Sequence[str] | Callable[[], Iterable[str]]
+
+
+def setting(default: Any = MISSING, help: str = "", *, choices: Choices | None = None, results: bool = False,
+            aliases: Sequence[str] = (), required: bool = False, metavar: str | None = None):
+    """A schema field with the metadata its command-line flag is built from.
+
+    ``help``: one sentence for ``--help`` (the default is appended there). ``choices``: the accepted values,
+    best a registry's names or a function returning them (called when the command line is built).
+    ``results``: the setting changes a run's results (a test run's stored scores are tied to its value).
+    ``aliases``: other flag names of the same setting (the reference's, e.g. ``--caption_model``).
+    ``required``: the run cannot start while the value is empty (checked after every source is merged).
+    """
+    metadata = {"help": help, "choices": choices, "results": results, "aliases": tuple(aliases),
+                "required": required, "metavar": metavar}
+    return field(default=default, metadata=metadata)
+
+
+def result_keys(schema: type) -> tuple[str, ...]:
+    """The settings of ``schema`` tagged ``results=True``, in field order."""
+    return tuple(f.name for f in fields(schema) if f.metadata.get("results"))
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``name`` (a misspelling), or None when none is close."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def unknown_setting(name: str, schema: type) -> str:
+    """``unknown setting 'imge_size'; did you mean 'image_size'?`` (one line)."""
+    guess = closest(name, [f.name for f in fields(schema)])
+    hint = f"did you mean {guess!r}?" if guess else f"not a setting of {schema.__name__} (see --help)"
+    return f"unknown setting {name!r}; {hint}"
+
+
+# data set -> (epochs, checkpoint every E epochs), from the reference README
+SCHEDULES = {"mvtec": (300, 25), "visa": (300, 25), "realiad": (100, 20), "coco": (100, 20)}
 
 
 @dataclass
 class DataRunConfig:
     """Settings shared by the runs that read a dataset with a model (training and testing)."""
 
-    resume_path: str = ""
-    model_config: str = "configs/vlmdiff.yaml"
-    data_set: str = "mvtec"
-    data_path: str = ""
-    coco_part: int = 0
-    classes: list[str] | None = None
-    image_size: int = 256
-    use_captions: bool = False
-    caption_folder: str = ""
-    # True: the SGN's controls reach the middle block and the three deepest skips only (what the paper's
-    # training and test scripts set, whatever the model YAML says); False: every skip (ControlNet's routing)
-    only_mid_control: bool = True
-    exp_name: str = "run"
-    output_dir: str = "runs"
+    resume_path: str = setting("", "checkpoint the model starts from", results=True)
+    model_config: str = setting("configs/vlmdiff.yaml", "model config YAML (the networks and their sizes)",
+                                results=True)
+    data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=DATASETS, results=True)
+    data_path: str = setting("", "dataset root folder", results=True)
+    coco_part: int = setting(0, "COCO-AD split, 0..3", results=True)
+    classes: list[str] | None = setting(None, "a subset of the data set's classes, comma-separated (null: all)")
+    image_size: int = setting(256, "side of the square images the model reads, in pixels", results=True)
+    use_captions: bool = setting(False, "condition on the images' captions", results=True)
+    caption_folder: str = setting("", "caption folder: a sibling of the dataset root, or a path", results=True)
+    only_mid_control: bool = setting(
+        True, "true: the SGN's controls reach the UNet's middle block and three deepest skips only (the paper's "
+        "training and test scripts, whatever the model YAML says); false: every skip (ControlNet's routing)",
+        results=True)
+    exp_name: str = setting("run", "run name: outputs go to <output_dir>/<exp_name>")
+    output_dir: str = setting("runs", "folder of the run folders")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.exp_name
+
+
+@dataclass
+class TrainConfig(DataRunConfig):
+    """Settings of a training run (defaults: the reference recipe)."""
+
+    resume_path: str = setting("models/vlmdiff_sd15_model.safetensors",
+                               "training-start checkpoint (build_model.py), or a trained one to start from",
+                               results=True)
+    data_path: str = setting("", "dataset root folder", results=True, required=True)
+    caption_model: str = setting("_internvl", "COCO-AD: the caption-file suffix (_internvl, _blip, ...; '' for the "
+                                 "human captions): <data_path>/annotations/captions_train2017<suffix>.json",
+                                 results=True)
+    exp_name: str = setting("mvtec_training_vlmdiff", "run name: outputs go to <output_dir>/<exp_name>; the same "
+                            "name again resumes from its last checkpoint")
+    batch_size: int = setting(12, "images per step and device", results=True)
+    accumulate_grad_batches: int = setting(4, "steps whose gradients are summed before an optimiser update",
+                                           results=True)
+    learning_rate: float = setting(1e-5, "AdamW learning rate", results=True)
+    max_epochs: int | None = setting(None, "epochs (null: the data set's schedule, 300 MVTec-AD/VisA, 100 others)",
+                                     results=True)
+    max_steps: int = setting(-1, "stop after this many optimiser updates (-1: no limit)", results=True)
+    every_n_epochs: int | None = setting(None, "checkpoint interval in epochs (null: the data set's schedule, "
+                                         "25 MVTec-AD/VisA, 20 others)")
+    num_workers: int = setting(8, "data-loading worker processes")
+    accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu, ...")
+    devices: Any = setting(1, "Lightning devices: a count, a list such as 0,1, or auto")
+    num_nodes: int = setting(1, "machines of a multi-node run")
+    strategy: str = setting("auto", "Lightning strategy: auto, ddp, ...")
+    precision: str = setting("32-true", "Lightning precision: 32-true (the reference's), or bf16-mixed (autocast "
+                             "to bfloat16, float32 weights and optimiser state)", results=True)
+    seed: int = setting(1, "seed of the initialisation, the shuffle and every random draw of a step", results=True)
+    gradient_checkpointing: bool = setting(True, "recompute the UNet's and the SGN's activations in the backward "
+                                           "pass: less memory, slower steps")
+    optimizer: str = setting("adamw", "adamw (the reference's; fused on CUDA) or adamw8bit (needs bitsandbytes "
+                             "and CUDA)", choices=OPTIMIZERS, results=True)
+    cache_conditioning: bool = setting(False, "compute the frozen autoencoder's posterior and the caption tokens "
+                                       "once per image (<run>/cache/): the same loss curve, faster steps")
+    log_every_n_steps: int = setting(10, "logging interval in steps")
+    progress_bar: bool = setting(True, "show a progress bar")
+
+    def schedule(self) -> tuple[int, int]:
+        epochs, every = SCHEDULES.get(self.data_set, (100, 20))
+        return self.max_epochs or epochs, self.every_n_epochs or every
+
+
+@dataclass
+class TestConfig(DataRunConfig):
+    """Settings of a test run (defaults: the reference protocol at 256×256 with DINO ViT-S/8)."""
+
+    __test__ = False  # not a pytest test class
+
+    resume_path: str = setting("models/vlmdiff_trained.ckpt", "trained checkpoint (.ckpt or .safetensors)",
+                               results=True)
+    caption_folder: str = setting("", "caption folder (a sibling of the dataset root, or a path); COCO-AD: the "
+                                  "caption-file suffix, e.g. _internvl", results=True, aliases=("--caption_model",))
+    exp_name: str = setting("testing_mvtec", "run name: results go to <output_dir>/<exp_name>; the same name "
+                            "again resumes an interrupted run")
+    scorer: str = setting("v1s8", "feature extractor that compares inputs with reconstructions", choices=EXTRACTORS,
+                          results=True)
+    scorer_weights: str | None = setting(None, "local weights of the scorer (DINO .pth, ...)", results=True)
+    ddim_steps: int = setting(10, "DDIM steps of the reconstruction", results=True)
+    guidance_scale: float = setting(9.0, "classifier-free guidance scale (with captions)", results=True)
+    start_timestep: int = setting(999, "timestep the test images are noised to", results=True)
+    start_mode: str = setting("reference", "reference: the full uniform DDIM grid whatever the start step; "
+                              "matched: the grid starts at the start step", choices=START_MODES, results=True)
+    sigma: float = setting(5.0, "standard deviation of the Gaussian smoothing of the anomaly maps", results=True)
+    metrics_mode: str = setting("paper", "paper: the reference evaluator's definitions (numbers compare with the "
+                                "paper); exact: the exact definitions (plain max image score, ...)",
+                                choices=METRICS_MODES)
+    batch_size: int = setting(8, "images per batch")
+    num_workers: int = setting(2, "data-loading worker processes")
+    seed: int = setting(0, "seed of each image's noise (with the image's key)", results=True)
+    start_ind: int = setting(0, "first dataset index scored")
+    end_ind: int | None = setting(None, "dataset index to stop at (null: the end)")
+    precision: str = setting("fp32", "fp32 (the paper's numbers), or bf16 / fp16: the networks autocast, the "
+                             "posterior, the DDIM update and the maps stay float32", choices=tuple(PRECISIONS),
+                             results=True)
+    channels_last: bool = setting(False, "channels-last memory layout of the networks", results=True)
+    compile: bool = setting(False, "torch.compile the UNet, SGN and decoder (the first batch, its warm-up, is not "
+                            "timed)", results=True)
+    batch_invariant: bool = setting(True, "true: each image through the networks alone, its map the same in any "
+                                    "batch; false: whole batches (faster on a GPU; last bits may depend on the "
+                                    "batch companions)", results=True)
+    save_visuals: bool = setting(False, "write input, reconstruction and heatmap images of every test image")
+    gallery_per_class: int = setting(3, "images per class in the report's gallery")
+    device: str = setting("auto", "cpu, cuda, cuda:1 or auto")
+    overwrite: bool = setting(False, "discard stored results of this run")
+
+
+
+@dataclass
+class AEConfig:
+    """Settings of an autoencoder finetuning run (finetune_autoencoder.py)."""
+
+    resume_path: str = setting("models/autoencoders.ckpt", "autoencoder weights to start from (the LDM kl-f8 "
+                               "checkpoint); '' starts from random weights (toy runs only)", results=True)
+    model_config: str = setting("configs/vlmdiff.yaml", "model config YAML; its first_stage_config is the "
+                                "autoencoder", results=True)
+    data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=DATASETS, results=True)
+    data_path: str = setting("", "dataset root folder", results=True, required=True)
+    coco_part: int = setting(0, "COCO-AD split, 0..3", results=True)
+    classes: list[str] | None = setting(None, "a subset of the data set's classes, comma-separated (null: all)",
+                                        results=True)
+    image_size: int = setting(256, "side of the square images, in pixels", results=True)
+    crop_size: int | None = setting(None, "train on random crops of this side (null or 0: whole images)",
+                                    results=True)
+    exp_name: str = setting("autoencoder", "run name: outputs go to <output_dir>/<exp_name>; the same name again "
+                            "continues from its last completed epoch")
+    output_dir: str = setting("runs", "folder of the run folders")
+    batch_size: int = setting(1, "images per step", results=True)
+    accumulate: int = setting(8, "steps whose gradients are summed before an optimiser update", results=True)
+    learning_rate: float | None = setting(None, "learning rate (null: batch_size × 4.5e-5, as the reference)",
+                                          results=True)
+    max_epochs: int = setting(10, "epochs (-1: no limit, with --max_steps)", results=True)
+    max_steps: int = setting(-1, "autoencoder optimiser updates (-1: no limit)", results=True)
+    disc_start: int = setting(50001, "step from which the discriminator's loss counts", results=True)
+    lpips_vgg: str | None = setting(None, "VGG16 weights of the LPIPS term (with --lpips_lin; null: no "
+                                    "perceptual term)", results=True)
+    lpips_lin: str | None = setting(None, "LPIPS linear heads (with --lpips_vgg)", results=True)
+    num_workers: int = setting(4, "data-loading worker processes")
+    accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu, ...")
+    devices: int = setting(1, "Lightning devices")
+    seed: int = setting(1, "seed of the initialisation, the shuffle and the crops", results=True)
+    progress_bar: bool = setting(True, "show a progress bar")
+
+
+def _captioning(name: str) -> Callable[[], Iterable[str]]:
+    """A registry of :mod:`vlmdiff.captioning`, read when a command line is built."""
+    from importlib import import_module
+
+    return lambda: tuple(getattr(import_module("vlmdiff.captioning"), name))
+
+
+# the data sets of image files (not the CIFAR batches)
+CAPTIONED_DATASETS = tuple(name for name in DATASETS if not name.startswith("cifar"))
+
+
+@dataclass
+class CaptionerConfig:
+    """Settings of a captioning run (captioner.py)."""
+
+    data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=CAPTIONED_DATASETS,
+                            results=True)
+    data_path: str = setting("", "dataset root folder", results=True, required=True)
+    coco_part: int = setting(0, "COCO-AD split, 0..3", results=True)
+    vlm_model: str | None = setting(None, "the VLM's name in the caption files' names (null: template, the model "
+                                    "folder's or the served model's name)")
+    backend: str = setting("transformers", "transformers: a local image-text-to-text model folder; openai: an "
+                           "OpenAI-compatible endpoint (vLLM, lmdeploy, SGLang); template: class-name sentences, "
+                           "no VLM", choices=_captioning("BACKENDS"), results=True)
+    model_path: str | None = setting(None, "local model folder (backend transformers)", results=True)
+    api_base: str | None = setting(None, "endpoint URL (backend openai)")
+    api_model: str | None = setting(None, "served model name (backend openai)", results=True)
+    prompt_type: str = setting("pd", "the reference's prompt (COCO-AD always gets its own)",
+                               choices=_captioning("PROMPTS"), results=True)
+    prompt: str | None = setting(None, "custom prompt text; the folder name then says custom", results=True)
+    only_train_set: bool = setting(False, "caption the train split only")
+    start_ind: int = setting(0, "first train image (the train split only, as the reference)")
+    end_ind: int | None = setting(None, "train index to stop at (null: the end; the reference stops at 10000)")
+    batch_size: int = setting(8, "images per VLM call")
+    num_shards: int = setting(1, "shards of a multi-process run (default from WORLD_SIZE)")
+    shard_index: int = setting(0, "this process's shard (default from RANK)")
+    output_dir: str | None = setting(None, "caption folder (null: <data_path>/../<data_set>_captions_<vlm>_"
+                                     "<prompt_type>)")
+    device: str = setting("auto", "auto: cuda:<LOCAL_RANK> when CUDA is available, else cpu")
+    dtype: str = setting("auto", "dtype of the transformers backend's weights", choices=_captioning("DTYPES"),
+                         results=True)
+    max_new_tokens: int = setting(1024, "longest caption, in tokens", results=True)
+    trust_remote_code: bool = setting(False, "allow the model folder's own code")
+    timeout: float = setting(120.0, "seconds per endpoint request")
+    retries: int = setting(3, "further attempts after a failed endpoint request")
+    concurrency: int = setting(8, "endpoint requests in flight")
+    resume: bool = setting(True, "continue an interrupted run (--no_resume: start over)")
+
+def _check_keys(schema: type, layer: Any, where: str) -> None:
+    """Every top-level key of a layer is a field of ``schema``; else one line naming the closest field."""
+    if not isinstance(layer, DictConfig):
+        raise ValueError(f"{where}: not a mapping of settings")
+    names = {f.name for f in fields(schema)}
+    for key in layer.keys():
+        if str(key) not in names:
+            prefix = "" if where == "overrides" else f"{where}: "
+            raise ValueError(prefix + unknown_setting(str(key), schema))
 
 
 def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None = None,
@@ -67,6 +301,7 @@ def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None
             raise ValueError(f"overrides must be key=value, got {bad}")
         layers.append(("overrides", OmegaConf.from_dotlist(list(overrides))))
     for where, layer in layers:
+        _check_keys(schema, layer, where)
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
@@ -78,6 +313,11 @@ def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None
     return OmegaConf.to_object(cfg)
 
 
+def config_yaml(config: Any) -> str:
+    """A resolved configuration as YAML (what ``--config`` reads back)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
 def save_run_config(config: Any, path: str | os.PathLike) -> None:
     """Write the resolved configuration as YAML (atomically)."""
-    write_text(path, OmegaConf.to_yaml(OmegaConf.structured(config)))
+    write_text(path, config_yaml(config))

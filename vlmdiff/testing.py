@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -39,7 +39,7 @@ from utils.io import atomic_path, write_json, write_text
 from vlmdiff.data.images import denormalize
 from vlmdiff.inference import score_images
 from vlmdiff.precision import check_precision, compile_networks, compiled_networks, is_compiled, to_channels_last
-from vlmdiff.run_config import DataRunConfig
+from vlmdiff.run_config import TestConfig, result_keys
 from vlmdiff.metrics import MetricAccumulator
 from vlmdiff.predict import write_thresholds
 from vlmdiff.report import write_class_plots, write_gallery_images, write_html_report, write_tables, write_visuals
@@ -47,45 +47,9 @@ from vlmdiff.scoring import image_scores
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("resume_path", "model_config", "data_set", "data_path", "coco_part", "image_size",
-               "use_captions", "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps",
-               "guidance_scale", "start_timestep", "start_mode", "sigma", "seed", "precision", "channels_last",
-               "compile", "batch_invariant")
+RESULT_KEYS = result_keys(TestConfig)  # the settings tagged results=True
 # Settings that name a file: compared by content (size and SHA-256), not by path.
 FILE_KEYS = ("resume_path", "model_config", "scorer_weights")
-
-
-@dataclass
-class TestConfig(DataRunConfig):
-    """Settings of a test run (defaults: the reference protocol at 256×256 with DINO ViT-S/8)."""
-
-    resume_path: str = "models/vlmdiff_trained.ckpt"
-    exp_name: str = "testing_mvtec"
-    scorer: str = "v1s8"
-    scorer_weights: str | None = None
-    ddim_steps: int = 10
-    guidance_scale: float = 9.0
-    start_timestep: int = 999
-    start_mode: str = "reference"
-    sigma: float = 5.0
-    metrics_mode: str = "paper"
-    batch_size: int = 8
-    num_workers: int = 2
-    seed: int = 0
-    start_ind: int = 0
-    end_ind: int | None = None
-    # speed (docs: README "Speed and memory"): "fp32" is the paper's numbers; "bf16" / "fp16" autocast the
-    # networks, keeping the posterior, the DDIM update and the maps in float32
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the UNet, SGN and decoder (the first batch, its warm-up, is not timed)
-    # True: each image through the networks alone, its map the same in any batch; False: whole batches
-    # (faster on a GPU; last bits may depend on the batch companions)
-    batch_invariant: bool = True
-    save_visuals: bool = False
-    gallery_per_class: int = 3
-    device: str = "auto"
-    overwrite: bool = False
 
 
 _DIGESTS: dict[tuple, str] = {}  # (absolute path, size, mtime_ns) -> SHA-256, for this process
@@ -315,12 +279,13 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
             timed, seconds = timed + len(idx), seconds + (now - start)
         start = now
         gt = (batch["mask"][:, 0] > 0).numpy()
+        distances = reconstruction_distances(batch["jpg"], res)
         if cfg.save_visuals:
             _save_batch_visuals(run, batch, res)
         _write_batch(_part_file(run, idx[0], list(batch["key"])), maps=res["maps"].astype(np.float32), gt=gt,
                      labels=np.asarray(batch["label"]).astype(np.int8), has_mask=np.asarray(batch["has_mask"]),
                      clsnames=np.asarray(batch["clsname"]), filenames=np.asarray(batch["filename"]),
-                     keys=np.asarray(batch["key"]), **_mask_quality(batch),
+                     keys=np.asarray(batch["key"]), **distances, **_mask_quality(batch),
                      **({"stamps": np.asarray([stamps[k] for k in batch["key"]])} if stamps else {}))
         start = time.perf_counter()  # storing is not scoring
     if timed:
@@ -333,6 +298,18 @@ def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, wo
         log.info("scored %d images at %.2f img/s (%s%s)%s", timed, speed["images_per_s"], cfg.precision,
                  ", channels-last" if cfg.channels_last else "", f"; peak GPU memory {speed['peak_gpu_memory_gb']:.2f} GB"
                  if cuda else "")
+
+
+def reconstruction_distances(images: torch.Tensor, res: dict) -> dict[str, np.ndarray]:
+    """Per image, the mean absolute difference (ImageNet-normalised units) between the input and its diffusion
+    reconstruction (``l1_sample``) and, when it was decoded, its autoencoder round trip (``l1_autoencoder``,
+    NaN otherwise): how closely the scored reconstruction resembles its input (``per_image.csv``)."""
+    def l1(y):
+        return (y.cpu().float() - images.cpu().float()).abs().mean(dim=(1, 2, 3)).numpy().astype(np.float32)
+
+    recon = res.get("reconstruction")
+    return {"l1_sample": l1(res["samples"]),
+            "l1_autoencoder": np.full(len(images), np.nan, np.float32) if recon is None else l1(recon)}
 
 
 def _mask_quality(batch: dict) -> dict:
@@ -454,10 +431,13 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
             log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
         scores = image_scores(maps, method, device=device)
         acc.update(maps, z["gt"] if pixel else None, clsnames, z["labels"], scores)
-        for key, cls, name, label, score in zip(z["keys"].tolist(), clsnames.tolist(), z["filenames"].tolist(),
-                                                z["labels"].tolist(), scores.tolist()):
+        nan = np.full(len(scores), np.nan)  # results stored before the distances were recorded
+        for key, cls, name, label, score, d_sample, d_ae in zip(
+                z["keys"].tolist(), clsnames.tolist(), z["filenames"].tolist(), z["labels"].tolist(), scores.tolist(),
+                z.get("l1_sample", nan).tolist(), z.get("l1_autoencoder", nan).tolist()):
             filenames.setdefault(cls, []).append(name)
             per_image[key] = {"path": key, "class": cls, "label": int(label), "score": float(score),
+                              "l1_sample": float(d_sample), "l1_autoencoder": float(d_ae),
                               "map_file": f.relative_to(run).as_posix(), "filename": name}
     if pixel:
         warn_non_binary_masks(quality)
@@ -492,18 +472,20 @@ def _about(cfg: TestConfig) -> dict[str, str]:
             "metrics": f"{cfg.metrics_mode} mode", "gallery": "heatmaps share one colour scale per class"}
 
 
-PER_IMAGE_COLUMNS = ("path", "class", "label", "score", "map_file", "heatmap")
+PER_IMAGE_COLUMNS = ("path", "class", "label", "score", "l1_sample", "l1_autoencoder", "map_file", "heatmap")
 
 
 def write_per_image(run: Path, rows: Sequence[dict]) -> Path:
-    """``<run>/per_image.csv``: each reported image once (its key, class, label, image score, the stored file
-    holding its map, and its heatmap when visuals were saved)."""
+    """``<run>/per_image.csv``: each reported image once (its key, class, label, image score, the distances of
+    :func:`reconstruction_distances` (empty when not recorded), the stored file holding its map, and its heatmap
+    when visuals were saved)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=PER_IMAGE_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
         heatmap = Path("visuals") / r["class"] / f"{visual_name(r['filename'])}-heatmap.png"
-        writer.writerow({**r, "score": repr(r["score"]),
+        distances = {k: "" if np.isnan(r.get(k, np.nan)) else repr(r[k]) for k in ("l1_sample", "l1_autoencoder")}
+        writer.writerow({**r, "score": repr(r["score"]), **distances,
                          "heatmap": heatmap.as_posix() if (run / heatmap).is_file() else ""})
     write_text(run / "per_image.csv", buf.getvalue())
     return run / "per_image.csv"

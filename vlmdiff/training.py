@@ -11,9 +11,7 @@ batch), so a resumed run continues exactly as an uninterrupted one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -21,52 +19,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Sampler
 
-from vlmdiff.run_config import DataRunConfig
+from vlmdiff.run_config import SCHEDULES, TrainConfig  # noqa: F401 - re-exported
 from vlmdiff.model import VLMDiff, create_model
 from vlmdiff.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
-
-# data set -> (epochs, checkpoint every E epochs), from the reference README
-SCHEDULES = {"mvtec": (300, 25), "visa": (300, 25), "realiad": (100, 20), "coco": (100, 20)}
-
-
-@dataclass
-class TrainConfig(DataRunConfig):
-    """Settings of a training run (defaults: the reference recipe)."""
-
-    resume_path: str = "models/vlmdiff_sd15_model.safetensors"
-    caption_model: str = "_internvl"
-    exp_name: str = "mvtec_training_vlmdiff"
-    batch_size: int = 12
-    accumulate_grad_batches: int = 4
-    learning_rate: float = 1e-5
-    max_epochs: int | None = None
-    max_steps: int = -1
-    every_n_epochs: int | None = None
-    num_workers: int = 8
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    # Lightning precision: "32-true" (the reference's), or "bf16-mixed" (autocast to bfloat16, fp32 weights
-    # and optimiser state: faster steps and smaller activations on GPUs with bfloat16 units)
-    precision: str = "32-true"
-    seed: int = 1
-    # recompute the activations of the UNet's and the SGN's blocks in the backward pass: less memory
-    gradient_checkpointing: bool = True
-    # "adamw" (the reference's; fused on CUDA) or "adamw8bit" (optional bitsandbytes, CUDA only)
-    optimizer: str = "adamw"
-    # compute the frozen autoencoder's posterior and the caption tokens once per image (<run>/cache/);
-    # the posterior is still sampled at every step: the same loss curve, faster steps
-    cache_conditioning: bool = False
-    log_every_n_steps: int = 10
-    progress_bar: bool = True
-
-    def schedule(self) -> tuple[int, int]:
-        epochs, every = SCHEDULES.get(self.data_set, (100, 20))
-        return self.max_epochs or epochs, self.every_n_epochs or every
-
 
 class EpochSampler(Sampler):
     """A shuffle that depends only on (seed, epoch): resumed runs see the same order."""

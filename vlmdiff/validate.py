@@ -334,7 +334,7 @@ def validate_build_inputs(sd: str, ae: str | None, config: str, overrides, out: 
     assemble_state_dict(model, sd_state, ae_state, sd_source=str(sd), ae_source=str(ae or sd))
 
 
-def validate_captioner_config(cfg, data_sets) -> None:
+def validate_captioner_config(cfg) -> None:
     """Check a captioning run (``captioner.py``) before a VLM loads or a caption file is written: settings in
     range, the backend's model folder (its ``config.json`` parses) or endpoint, the dataset's splits and
     every image in them readable, and the output folder writable."""
@@ -344,7 +344,9 @@ def validate_captioner_config(cfg, data_sets) -> None:
     from vlmdiff.captioning.prompts import PROMPTS
     from vlmdiff.data.datasets import check_layout, unreadable_split_images
 
-    _choice(cfg, "data_set", data_sets)
+    from vlmdiff.run_config import CAPTIONED_DATASETS
+
+    _choice(cfg, "data_set", CAPTIONED_DATASETS)
     _choice(cfg, "backend", BACKENDS)
     _choice(cfg, "dtype", DTYPES)
     if not cfg.prompt:

@@ -84,6 +84,24 @@ def test_per_image_csv_lists_every_image_once(files, data, monkeypatch):
     assert len({r["score"] for r in rows}) == 4
 
 
+def test_per_image_csv_records_how_far_each_reconstruction_is_from_its_input(files, data, monkeypatch):
+    from vlmdiff.demo import normal_distances
+    from vlmdiff.inference import image_noise
+
+    cfg = cfg_for(files, data)
+    _, rows, _ = run_test(cfg, monkeypatch)
+    ds = build_dataset("mvtec", data, "test", image_size=64)
+    for i, r in enumerate(rows):
+        posterior, noise = image_noise([r["path"]], cfg.seed, (4, 8, 8))
+        bump = F.interpolate(noise[:, :3] + posterior[:, 1:], size=(64, 64), mode="nearest")
+        assert float(r["l1_sample"]) == pytest.approx(float((0.5 * bump).abs().mean()), rel=1e-5)
+        assert r["l1_autoencoder"] == ""  # no autoencoder round trip was decoded (no visuals)
+        assert ds.keys[i] == r["path"]
+    normal = [float(r["l1_sample"]) for r in rows if r["label"] == "0"]
+    got = normal_distances(cfg.run_dir)
+    assert got["samples"] == pytest.approx(sum(normal) / len(normal)) and np.isnan(got["autoencoder"])
+
+
 def test_grown_dataset_scores_only_new_images_and_shrunk_reports_only_present(files, data, monkeypatch):
     cfg = cfg_for(files, data)
     _, before, _ = run_test(cfg, monkeypatch)

@@ -15,70 +15,22 @@ is read from the OPENAI_API_KEY environment variable (never saved).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from vlmdiff.captioning import BACKENDS, DTYPES, PROMPTS, build_captioner, resolve_prompt
+from vlmdiff.captioning import build_captioner, resolve_prompt
+from vlmdiff.cli.builder import ConfigCommandLine
 from vlmdiff.data.captions import folder_name
-from vlmdiff.run_config import resolve_run_config, save_run_config
+from vlmdiff.run_config import CaptionerConfig, save_run_config
 
 log = logging.getLogger("captioner")
-DATA_SETS = ("mvtec", "visa", "realiad", "coco", "custom")
 
 
-@dataclass
-class CaptionerConfig:
-    data_set: str = "mvtec"
-    data_path: str = ""
-    coco_part: int = 0
-    vlm_model: str | None = None  # name in the file names; default: template / model folder / served model
-    backend: str = "transformers"
-    model_path: str | None = None
-    api_base: str | None = None
-    api_model: str | None = None
-    prompt_type: str = "pd"
-    prompt: str | None = None  # custom prompt text; the folder name then says "custom"
-    only_train_set: bool = False
-    start_ind: int = 0  # train split only, as the reference
-    end_ind: int | None = None  # None: to the end (the reference stops at 10000)
-    batch_size: int = 8
-    num_shards: int = 1
-    shard_index: int = 0
-    output_dir: str | None = None
-    device: str = "auto"  # auto: cuda:<LOCAL_RANK> when CUDA is available, else cpu
-    dtype: str = "auto"
-    max_new_tokens: int = 1024
-    trust_remote_code: bool = False
-    timeout: float = 120.0
-    retries: int = 3
-    concurrency: int = 8
-    resume: bool = True
-
-
-def parse_args(argv=None, prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="run config YAML (CaptionerConfig fields)")
-    p.add_argument("--data_set", choices=DATA_SETS)
-    p.add_argument("--backend", choices=BACKENDS)
-    p.add_argument("--prompt_type", choices=tuple(PROMPTS))
-    p.add_argument("--dtype", choices=DTYPES)
-    for name, kind in [("data_path", str), ("coco_part", int), ("vlm_model", str), ("model_path", str),
-                       ("api_base", str), ("api_model", str), ("prompt", str), ("start_ind", int), ("end_ind", int),
-                       ("batch_size", int), ("num_shards", int), ("shard_index", int), ("output_dir", str),
-                       ("device", str), ("max_new_tokens", int), ("timeout", float),
-                       ("retries", int), ("concurrency", int)]:
-        p.add_argument(f"--{name}", type=kind)
-    for name, help_ in [("only_train_set", "caption the train split only"),
-                        ("trust_remote_code", "allow the model folder's own code")]:
-        p.add_argument(f"--{name}", action="store_true", default=None, help=help_)
-    p.add_argument("--no_resume", dest="resume", action="store_false", default=None,
-                   help="start over instead of continuing an interrupted run")
-    p.add_argument("overrides", nargs="*", help="key=value overrides")
-    return p.parse_args(argv)
+def command_line(prog=None) -> ConfigCommandLine:
+    """Every CaptionerConfig setting a flag (``vlmdiff.cli.builder``)."""
+    return ConfigCommandLine(CaptionerConfig, prog=prog, description=__doc__)
 
 
 def resolve_device(device: str) -> str:
@@ -89,19 +41,19 @@ def resolve_device(device: str) -> str:
 
 
 def main(argv=None, prog=None) -> int:
-    args = parse_args(argv, prog)
-    from vlmdiff.captioning import run_captioning  # after the arguments: --help answers without torch
-    from vlmdiff.data import build_dataset
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
+    cli = command_line(prog)
+    args = cli.parse_args(argv)
+    flags = cli.flags(args)
     for key, env in (("num_shards", "WORLD_SIZE"), ("shard_index", "RANK")):
         if flags[key] is None and env in os.environ:
             flags[key] = int(os.environ[env])
-    cfg = resolve_run_config(CaptionerConfig, config_file=args.config, flags=flags, overrides=args.overrides)
+    cfg = cli.resolve(args, flags)
+    from vlmdiff.captioning import run_captioning  # after the settings: --help answers without torch
+    from vlmdiff.data import build_dataset
     from vlmdiff.validate import validate_captioner_config
 
-    validate_captioner_config(cfg, DATA_SETS)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    validate_captioner_config(cfg)
     prompt_type = "custom" if cfg.prompt else cfg.prompt_type
     prompt = resolve_prompt(cfg.data_set, cfg.prompt_type, cfg.prompt)
     backend = build_captioner(cfg.backend, model_path=cfg.model_path, api_base=cfg.api_base, api_model=cfg.api_model,
@@ -133,4 +85,6 @@ def main(argv=None, prog=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))

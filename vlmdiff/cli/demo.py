@@ -111,7 +111,7 @@ def main(argv=None, prog=None) -> int:
     from vlmdiff.data.captions import folder_name
     from vlmdiff.data.synthetic import DEFAULT_CLASSES, generate
     from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD
-    from vlmdiff.demo import (compare_tables, evaluate_both_modes, normal_test_l1, write_overview, write_random_sd,
+    from vlmdiff.demo import (compare_tables, evaluate_both_modes, normal_distances, write_overview, write_random_sd,
                               write_summary)
 
     work = Path(args.work_dir)
@@ -182,11 +182,7 @@ def main(argv=None, prog=None) -> int:
         return rc
     stage("testing the untrained start")
     metrics, untrained = evaluate_both_modes(work / "test"), evaluate_both_modes(work / "test_untrained")
-    protocol = dict(ddim_steps=args.ddim_steps, guidance_scale=9.0, start_timestep=999, start_mode="reference")
-    l1 = normal_test_l1(TINY, {"trained": trained, "untrained": assembled}, data_set, data, classes=classes,
-                        image_size=args.image_size, seed=args.seed, only_mid_control=args.only_mid_control == "true",
-                        **protocol)
-    stage("reconstruction distances")
+    l1 = {"trained": normal_distances(work / "test"), "untrained": normal_distances(work / "test_untrained")}
     wall = time.perf_counter() - start
     write_summary(work / "summary.json", wall_s=wall, stages_s=times, metrics=metrics, untrained_metrics=untrained,
                   l1_samples=l1["trained"]["samples"], l1_autoencoder=l1["trained"]["autoencoder"],

@@ -9,56 +9,20 @@ after --disc_start), and write the checkpoint build_model.py consumes (--ae). St
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from utils.io import atomic_path
-from vlmdiff.run_config import resolve_run_config, save_run_config
+from vlmdiff.cli.builder import ConfigCommandLine
+from vlmdiff.run_config import AEConfig, save_run_config
 
 log = logging.getLogger("finetune_autoencoder")
 
 
-@dataclass
-class AEConfig:
-    resume_path: str = "models/autoencoders.ckpt"  # "" starts from random weights (toy runs only)
-    model_config: str = "configs/vlmdiff.yaml"  # its first_stage_config is the autoencoder
-    data_set: str = "mvtec"
-    data_path: str = ""
-    coco_part: int = 0
-    classes: list[str] | None = None  # a subset of the data set's classes (default: all)
-    image_size: int = 256
-    crop_size: int | None = None  # train on random crops of this side (default: whole images)
-    exp_name: str = "autoencoder"
-    output_dir: str = "runs"
-    batch_size: int = 1
-    accumulate: int = 8
-    learning_rate: float | None = None  # default: batch_size × 4.5e-5, as the reference
-    max_epochs: int = 10
-    max_steps: int = -1  # autoencoder optimiser updates (-1: no limit)
-    disc_start: int = 50001
-    lpips_vgg: str | None = None
-    lpips_lin: str | None = None
-    num_workers: int = 4
-    accelerator: str = "auto"
-    devices: int = 1
-    seed: int = 1
-    progress_bar: bool = True
-
-
-def parse_args(argv=None, prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="run config YAML (AEConfig fields)")
-    for name, kind in [("resume_path", str), ("model_config", str), ("data_set", str), ("data_path", str),
-                       ("coco_part", int), ("image_size", int), ("crop_size", int), ("exp_name", str),
-                       ("output_dir", str), ("batch_size", int), ("accumulate", int), ("learning_rate", float),
-                       ("max_epochs", int), ("max_steps", int), ("disc_start", int), ("lpips_vgg", str),
-                       ("lpips_lin", str), ("num_workers", int), ("accelerator", str), ("devices", int), ("seed", int)]:
-        p.add_argument(f"--{name}", type=kind)
-    p.add_argument("overrides", nargs="*", help="key=value overrides")
-    return p.parse_args(argv)
+def command_line(prog=None) -> ConfigCommandLine:
+    """Every AEConfig setting a flag (``vlmdiff.cli.builder``)."""
+    return ConfigCommandLine(AEConfig, prog=prog, description=__doc__)
 
 
 def load_autoencoder(cfg: AEConfig):
@@ -78,8 +42,9 @@ def load_autoencoder(cfg: AEConfig):
 
 
 def main(argv=None, prog=None) -> int:
-    args = parse_args(argv, prog)
-    import lightning as L  # after the arguments: --help answers without torch
+    cli = command_line(prog)
+    cfg = cli.resolve(cli.parse_args(argv))
+    import lightning as L  # after the settings: --help and --print_config answer without torch
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -88,12 +53,9 @@ def main(argv=None, prog=None) -> int:
     from utils.seed import seed_everything
     from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
     from vlmdiff.data import build_dataset
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides")}
-    cfg = resolve_run_config(AEConfig, config_file=args.config, flags=flags, overrides=args.overrides)
     from vlmdiff.validate import validate_autoencoder_config
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     validate_autoencoder_config(cfg)
     seed_everything(cfg.seed)
     run = Path(cfg.output_dir) / cfg.exp_name

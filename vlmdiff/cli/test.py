@@ -11,68 +11,51 @@ Several processes (torchrun --nproc_per_node N test.py ...) split the batches; p
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vlmdiff.cli.builder import ConfigCommandLine
 from vlmdiff.data import read_caption_files, read_coco_captions
 from vlmdiff.features import EXTRACTORS
-from vlmdiff.run_config import resolve_run_config, save_run_config
+from vlmdiff.run_config import TestConfig, save_run_config
 
 if TYPE_CHECKING:
     import torch
 
-    from vlmdiff.testing import TestConfig
+DINO_SCORERS = tuple(name for name in EXTRACTORS if name.startswith(("v1", "v2")))  # the DINO networks
 
 
-def parse_args(argv=None, prog=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="run config YAML (TestConfig fields)")
-    p.add_argument("--resume_path", help="trained checkpoint (.ckpt/.safetensors)")
-    p.add_argument("--model_config", help="model config (default configs/vlmdiff.yaml)")
-    p.add_argument("--data_set", choices=["mvtec", "visa", "realiad", "coco", "cifar10", "cifar100", "custom"])
-    p.add_argument("--data_path", help="dataset root")
-    p.add_argument("--coco_part", type=int)
-    p.add_argument("--exp_name", help="run name: results go to <output_dir>/<exp_name>")
-    p.add_argument("--output_dir")
-    p.add_argument("--use_captions", action="store_true", default=None, help="text guidance at test time (COCO-AD)")
-    p.add_argument("--caption_folder", help="caption folder (a sibling of the dataset root, or a path); COCO-AD: "
-                   "the caption-file suffix, e.g. _internvl")
-    p.add_argument("--scorer", choices=EXTRACTORS, help="feature extractor for the anomaly maps")
-    p.add_argument("--scorer_weights", help="local weights of the scorer (DINO .pth, ...)")
-    p.add_argument("--use_dino", action="store_true", help="reference flag: score with --dino_version")
-    p.add_argument("--dino_version", choices=["v1s8", "v1s16", "v1b8", "v1b16", "v2s14", "v1r50"], default="v1s8")
-    p.add_argument("--batch_size", type=int)
-    p.add_argument("--start_ind", type=int)
-    p.add_argument("--end_ind", type=int)
-    p.add_argument("--save_visuals", action="store_true", default=None)
-    p.add_argument("--run_eval_only", action="store_true", help="only compute metrics of stored results")
-    p.add_argument("--predict", metavar="FOLDER", help="score the unlabeled images under FOLDER instead of testing")
-    p.add_argument("--threshold", help="--predict: a test run's folder or its thresholds.json (default: this "
-                   "--exp_name's): its F1-optimal threshold and its settings (model, checkpoint, scorer, image size, "
-                   "protocol); or a number, used with the settings given")
-    p.add_argument("--force_settings", action="store_true",
-                   help="--predict: allow settings that differ from those the threshold was fitted with")
-    p.add_argument("--skip_bad_images", action="store_true",
-                   help="--predict: leave out (and list in skipped.txt) images that cannot be read")
-    p.add_argument("--threshold_class", help="--predict: use this class's threshold instead of the all-class one")
-    p.add_argument("--predict_out", help="--predict: output folder (default <run>/predict)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--overwrite", action="store_true", default=None, help="discard stored results of this run")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of TestConfig fields")
-    return p.parse_args(argv)
+def command_line(prog=None) -> ConfigCommandLine:
+    """Every TestConfig setting a flag (``vlmdiff.cli.builder``), plus the options of evaluating and predicting."""
+    cli = ConfigCommandLine(TestConfig, prog=prog, description=__doc__)
+    cli.add_argument("--use_dino", action="store_true",
+                     help="the reference's flag: score with --dino_version (the same as --scorer <dino_version>)")
+    cli.add_argument("--dino_version", choices=DINO_SCORERS, default="v1s8",
+                     help="the reference's flag: the DINO network of --use_dino (default: %(default)s)")
+    cli.add_argument("--run_eval_only", action="store_true", help="only compute metrics of stored results")
+    cli.add_argument("--predict", metavar="FOLDER", help="score the unlabeled images under FOLDER instead of testing")
+    cli.add_argument("--threshold", metavar="RUN|FILE|NUMBER",
+                     help="--predict: a test run's folder or its thresholds.json (default: this --exp_name's): its "
+                     "F1-optimal threshold and its settings (model, checkpoint, scorer, image size, protocol); or a "
+                     "number, used with the settings given")
+    cli.add_argument("--force_settings", action="store_true",
+                     help="--predict: allow settings that differ from those the threshold was fitted with")
+    cli.add_argument("--skip_bad_images", action="store_true",
+                     help="--predict: leave out (and list in skipped.txt) images that cannot be read")
+    cli.add_argument("--threshold_class", metavar="CLASS",
+                     help="--predict: use this class's threshold instead of the all-class one")
+    cli.add_argument("--predict_out", metavar="FOLDER", help="--predict: output folder (default <run>/predict)")
+    return cli
 
 
-def resolve(args) -> TestConfig:
-    from vlmdiff.testing import TestConfig  # after the arguments: --help answers without torch
-
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "overrides", "use_dino", "dino_version")}
+def resolve(cli: ConfigCommandLine, args) -> TestConfig:
+    flags = cli.flags(args)
     if args.use_dino and args.scorer is None:
         flags["scorer"] = args.dino_version
-    return resolve_run_config(TestConfig, config_file=args.config, flags=flags, overrides=args.overrides)
+    return cli.resolve(args, flags)
 
 
 def caption_source(cfg: TestConfig):
@@ -105,8 +88,10 @@ def predict(args, cfg: TestConfig) -> int:
 
 
 def main(argv=None, prog=None) -> int:
-    args = parse_args(argv, prog)
-    import torch  # after the arguments: --help answers without torch
+    cli = command_line(prog)
+    args = cli.parse_args(argv)
+    cfg = resolve(cli, args)
+    import torch  # after the settings: --help and --print_config answer without torch
 
     from utils.seed import seed_everything
     from vlmdiff.data import build_dataset
@@ -115,7 +100,6 @@ def main(argv=None, prog=None) -> int:
     from vlmdiff.validate import check_split_images, validate_test_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = resolve(args)
     if args.predict:
         return predict(args, cfg)
     validate_test_config(cfg, eval_only=args.run_eval_only)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vlmdiff.choices import DATASETS
 from vlmdiff.data.captions import Captions, match_captions
 from vlmdiff.data.images import image_file_problem, image_to_tensor, load_mask, load_rgb, mask_to_tensor
 from vlmdiff.data.layouts import (Record, coco_records, log_summary, mvtec_records, realiad_records,
@@ -191,9 +192,6 @@ def _read_cifar(root: Path, split: str, num_classes: int) -> tuple[np.ndarray, n
         except (pickle.UnpicklingError, KeyError, EOFError, ValueError) as err:
             raise ValueError(f"{f}: not a CIFAR python batch ({err})") from err
     return np.concatenate(data), np.concatenate(labels)
-
-
-DATASETS = ("mvtec", "visa", "realiad", "coco", "cifar10", "cifar100", "custom")
 
 
 def check_layout(name: str, root: str | os.PathLike, split: str, *, classes: Sequence[str] | None = None,

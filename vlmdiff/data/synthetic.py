@@ -148,6 +148,51 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, format="PNG", compress_level=6)
 
 
+def class_images(classes: Sequence[str], ci: int, *, defects: Sequence[str] = DEFECTS, image_size: int = 128,
+                 n_train: int = 24, n_test_good: int = 6, n_test_defect: int = 10, seed: int = 0):
+    """Yield ``(relative path, image, defect-free image or None, mask path, mask or None)`` for every image of
+    class ``classes[ci]``, in the benchmark's generation order (the one :func:`generate` writes): normal
+    training images, normal test images, then the defective ones (types round-robin)."""
+    cls = classes[ci]
+    rng = np.random.default_rng([seed, ci])
+    photo = None if cls in ("weave", "disc") else _photo(cls)
+    donor_cls = classes[(ci + 1) % len(classes)] if len(classes) > 1 else "weave"
+    donor_photo = None if donor_cls in ("weave", "disc") else _photo(donor_cls)
+    for i in range(n_train):
+        yield f"{cls}/train/good/{i:03d}.png", normal_image(cls, image_size, rng, photo), None, None, None
+    for i in range(n_test_good):
+        yield f"{cls}/test/good/{i:03d}.png", normal_image(cls, image_size, rng, photo), None, None, None
+    for i in range(n_test_defect):
+        kind = defects[i % len(defects)]
+        clean = normal_image(cls, image_size, rng, photo)
+        bad = add_defect(clean, kind, rng, normal_image(donor_cls, image_size, rng, donor_photo))
+        mask = np.any(bad != clean, axis=-1).astype(np.uint8) * 255
+        stem = f"{i // len(defects):03d}"
+        yield f"{cls}/test/{kind}/{stem}.png", bad, clean, f"{cls}/ground_truth/{kind}/{stem}_mask.png", mask
+
+
+def defect_free_counterparts(dataset_dir) -> dict[str, np.ndarray]:
+    """``{relative path: defect-free uint8 image}`` of every defective test image of a benchmark written by
+    :func:`generate`, regenerated from its ``synthetic_dataset.json``: the perfect "normal reconstruction" a
+    detector could aim at. Each regenerated defective image is checked against the stored file."""
+    dataset_dir = Path(dataset_dir)
+    info_file = dataset_dir / "synthetic_dataset.json"
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{info_file}: not a benchmark written by the synthetic generator")
+    info = json.loads(info_file.read_text())
+    settings = {k: info[k] for k in ("defects", "image_size", "n_train", "n_test_good", "n_test_defect", "seed")}
+    out = {}
+    for ci in range(len(info["classes"])):
+        for rel, img, clean, _, _ in class_images(info["classes"], ci, **settings):
+            if clean is None:
+                continue
+            stored = np.asarray(Image.open(dataset_dir / rel).convert("RGB"))
+            if not np.array_equal(stored, img):
+                raise ValueError(f"{dataset_dir / rel}: differs from what {info_file.name} regenerates")
+            out[rel] = clean
+    return out
+
+
 def generate(out_dir, *, classes: Sequence[str] = DEFAULT_CLASSES, defects: Sequence[str] = DEFECTS,
              image_size: int = 128, n_train: int = 24, n_test_good: int = 6, n_test_defect: int = 10,
              seed: int = 0, overwrite: bool = False) -> Path:
@@ -165,23 +210,13 @@ def generate(out_dir, *, classes: Sequence[str] = DEFAULT_CLASSES, defects: Sequ
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for ci, cls in enumerate(classes):
-            rng = np.random.default_rng([seed, ci])
-            photo = None if cls in ("weave", "disc") else _photo(cls)
-            donor_cls = classes[(ci + 1) % len(classes)] if len(classes) > 1 else "weave"
-            donor_photo = None if donor_cls in ("weave", "disc") else _photo(donor_cls)
-            for i in range(n_train):
-                _save_png(normal_image(cls, image_size, rng, photo), tmp / cls / "train" / "good" / f"{i:03d}.png")
-            for i in range(n_test_good):
-                _save_png(normal_image(cls, image_size, rng, photo), tmp / cls / "test" / "good" / f"{i:03d}.png")
-            for i in range(n_test_defect):
-                kind = defects[i % len(defects)]
-                clean = normal_image(cls, image_size, rng, photo)
-                bad = add_defect(clean, kind, rng, normal_image(donor_cls, image_size, rng, donor_photo))
-                mask = np.any(bad != clean, axis=-1).astype(np.uint8) * 255
-                stem = f"{i // len(defects):03d}"
-                _save_png(bad, tmp / cls / "test" / kind / f"{stem}.png")
-                _save_png(mask, tmp / cls / "ground_truth" / kind / f"{stem}_mask.png")
+        for ci in range(len(classes)):
+            for rel, img, _, mask_rel, mask in class_images(
+                    classes, ci, defects=defects, image_size=image_size, n_train=n_train, n_test_good=n_test_good,
+                    n_test_defect=n_test_defect, seed=seed):
+                _save_png(img, tmp / rel)
+                if mask is not None:
+                    _save_png(mask, tmp / mask_rel)
         info = dict(classes=list(classes), defects=list(defects), image_size=image_size, n_train=n_train,
                     n_test_good=n_test_good, n_test_defect=n_test_defect, seed=seed)
         (tmp / "synthetic_dataset.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -52,3 +52,22 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
                       "--n_test_good", "1", "--n_test_defect", "1"]) == 0
     assert make_main([str(tmp_path / "s"), "--classes", "disc"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_defect_free_counterparts_differ_from_the_stored_images_exactly_inside_their_masks(tmp_path):
+    from vlmdiff.data.synthetic import defect_free_counterparts
+
+    root = generate(tmp_path / "d", classes=("brick", "disc"), **SMALL)
+    clean = defect_free_counterparts(root)
+    assert len(clean) == 2 * SMALL["n_test_defect"] and all("/test/" in k and "/good/" not in k for k in clean)
+    for rel, img in clean.items():
+        bad = np.asarray(Image.open(root / rel).convert("RGB"))
+        kind, stem = rel.split("/")[2], rel.split("/")[3][:-4]
+        mask = np.asarray(Image.open(root / rel.split("/")[0] / "ground_truth" / kind / f"{stem}_mask.png")) > 0
+        assert mask.any() and np.array_equal(np.any(bad != img, axis=-1), mask), rel
+    victim = root / next(iter(clean))
+    Image.fromarray(255 - np.asarray(Image.open(victim))).save(victim)
+    with pytest.raises(ValueError, match="differs from what synthetic_dataset.json regenerates"):
+        defect_free_counterparts(root)
+    with pytest.raises(FileNotFoundError, match="synthetic_dataset.json"):
+        defect_free_counterparts(tmp_path)

@@ -1,0 +1,16 @@
+"""The names the pipeline's registries accept, importable without torch.
+
+Each registry's module takes its names from here (the data sets of :func:`vlmdiff.data.build_dataset`, the
+start modes of the test-time reconstruction, the metric modes, the test-time precisions, the training
+optimisers), and the command lines offer them as their settings' choices, so that ``--help`` lists them
+without importing torch. The feature extractors (:data:`vlmdiff.features.EXTRACTORS`) and the captioning
+backends and prompts (:mod:`vlmdiff.captioning`) already import without it and are used from there.
+"""
+
+DATASETS = ("mvtec", "visa", "realiad", "coco", "cifar10", "cifar100", "custom")
+# "reference": the full uniform DDIM grid whatever the start step; "matched": the grid starts at the start step
+START_MODES = ("reference", "matched")
+METRICS_MODES = ("paper", "exact")
+# test-time precision -> the torch dtype the networks autocast to (None: float32 throughout)
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+OPTIMIZERS = ("adamw", "adamw8bit")
