@@ -29,8 +29,15 @@ def busy_cores(interval: float = 0.5) -> float:
     return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / max(total1 - total0, 1))
 
 
+def steady_busy_cores(samples: int = 3, interval: float = 0.5) -> float:
+    """The median of ``samples`` :func:`busy_cores` readings: a process that keeps a core busy shows in every
+    reading, a blip (a shell command, an editor saving) in one at most."""
+    readings = sorted(busy_cores(interval) for _ in range(max(1, samples)))
+    return readings[len(readings) // 2]
+
+
 def free_cores(busy: float | None = None) -> int:
     """The usable cores that other processes leave free, at least 1 (``busy``: measured when None)."""
     cores = usable_cores()
-    busy = busy_cores() if busy is None else busy
+    busy = steady_busy_cores() if busy is None else busy
     return max(1, min(cores, int(round(cores - busy))))

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from utils.cpu import busy_cores, usable_cores  # torch-free: torch starts after configure_cpu
+from utils.cpu import steady_busy_cores, usable_cores  # torch-free: torch starts after configure_cpu
 from vlmdiff.config import TINY_CONFIG
 
 TINY = TINY_CONFIG
@@ -78,7 +78,7 @@ def configure_cpu(requested: int) -> int:
     On a busy machine spinning OpenMP workers steal the cores other processes need and stall on the toy
     model's many small operations: waits become passive and the demo takes the cores that are free.
     """
-    busy = busy_cores()
+    busy = steady_busy_cores()
     cores = usable_cores()
     threads = requested if requested > 0 else max(1, min(cores, int(round(cores - busy))))
     if busy >= 0.5:
