@@ -220,6 +220,24 @@ class AEConfig:
     progress_bar: bool = setting(True, "show a progress bar")
 
 
+@dataclass
+class BuildConfig:
+    """Settings of an assembly run (build_model.py): the training-start checkpoint from Stable Diffusion 1.x
+    and a (finetuned) autoencoder."""
+
+    sd: str = setting("", "Stable Diffusion 1.x checkpoint (.ckpt or .safetensors)", results=True, required=True)
+    ae: str | None = setting(None, "finetuned autoencoder checkpoint (e.g. models/fs_mvtecad.ckpt; null: SD's own "
+                             "VAE)", results=True)
+    model_config: str = setting("configs/vlmdiff.yaml", "model config YAML (the networks and their sizes)",
+                                results=True)
+    model_overrides: list[str] | None = setting(
+        None, "changes to the model config, comma-separated dotted key=value (e.g. "
+        "model.params.control_stage_config.params.hint_channels=3)", results=True, metavar="KEY=VALUE,...")
+    out: str = setting("models/vlmdiff_sd15_model.safetensors", "output file, .safetensors or .ckpt")
+    also_ckpt: bool = setting(False, "also write a torch .ckpt next to the output")
+    seed: int = setting(0, "seed of the new layers' initialisation", results=True)
+
+
 def _captioning(name: str) -> Callable[[], Iterable[str]]:
     """A registry of :mod:`vlmdiff.captioning`, read when a command line is built."""
     from importlib import import_module
