@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlmdiff.cli.builder import ConfigCommandLine
-from vlmdiff.data import read_caption_files, read_coco_captions
 from vlmdiff.features import EXTRACTORS
 from vlmdiff.run_config import TestConfig, save_run_config
 
@@ -58,26 +56,12 @@ def resolve(cli: ConfigCommandLine, args) -> TestConfig:
     return cli.resolve(args, flags)
 
 
-def caption_source(cfg: TestConfig):
-    """Test captions; for COCO-AD ``--caption_folder`` is the caption-file suffix, as in the reference
-    (``<root>/annotations/captions_val2017<suffix>.json``; ``""``: the official human captions)."""
-    if not cfg.use_captions:
-        return None
-    if cfg.data_set == "coco":
-        return read_coco_captions(Path(cfg.data_path) / "annotations" / f"captions_val2017{cfg.caption_folder}.json")
-    folder = Path(cfg.caption_folder)
-    if not folder.is_absolute() and not folder.exists():
-        folder = Path(cfg.data_path).parent / cfg.caption_folder  # the reference: a sibling of the root
-    return read_caption_files(folder, "test")
-
-
 def load_model(cfg: TestConfig, device: torch.device):
     from vlmdiff.features import build_extractor
     from vlmdiff.model import create_model
 
-    model = create_model(cfg.model_config)
+    model = create_model(cfg.model_config, params={"only_mid_control": cfg.only_mid_control})  # the run config's
     model.load_checkpoint(cfg.resume_path)
-    model.only_mid_control = cfg.only_mid_control  # True: the routing of the reference's scripts
     return model.to(device).eval(), build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
 
 
@@ -94,7 +78,7 @@ def main(argv=None, prog=None) -> int:
     import torch  # after the settings: --help and --print_config answer without torch
 
     from utils.seed import seed_everything
-    from vlmdiff.data import build_dataset
+    from vlmdiff.data import build_dataset, caption_source
     from vlmdiff.report import markdown_table
     from vlmdiff.testing import distributed_context, evaluate_run, prepare_run_dir, run_batches
     from vlmdiff.validate import check_split_images, validate_test_config
@@ -119,7 +103,7 @@ def main(argv=None, prog=None) -> int:
     if not args.run_eval_only:
         seed_everything(cfg.seed)
         dataset = build_dataset(cfg.data_set, cfg.data_path, "test", image_size=cfg.image_size, classes=cfg.classes,
-                                captions=caption_source(cfg), coco_part=cfg.coco_part, exclude=[p for p, _ in bad])
+                                captions=caption_source(cfg, "test"), coco_part=cfg.coco_part, exclude=[p for p, _ in bad])
         model, extractor = load_model(cfg, device)
         run_batches(model, extractor, dataset, cfg, rank=rank, world_size=world)
     if world > 1:
