@@ -13,7 +13,6 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.io import atomic_path
 from vlmdiff.cli.builder import ConfigCommandLine, UsageError
 from vlmdiff.run_config import BuildConfig
 
@@ -39,20 +38,6 @@ def check_run_config_file(path: str | None) -> None:
                          "give the model config with --model_config")
 
 
-def save_state_dict(state_dict: dict, path: Path) -> None:
-    """Write atomically: safetensors for ``.safetensors``, else ``torch.save({"state_dict": ...})``."""
-    import torch
-
-    state_dict = {k: v.contiguous() for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(state_dict, str(tmp))
-        else:
-            torch.save({"state_dict": state_dict}, tmp)
-
-
 def main(argv=None, prog=None) -> int:
     cli = command_line(prog)
     args = cli.parse_args(argv)
@@ -60,7 +45,7 @@ def main(argv=None, prog=None) -> int:
     cfg = cli.resolve(args)
     from utils.seed import seed_everything  # after the settings: --help and --print_config answer without torch
     from vlmdiff.assemble import assemble_state_dict
-    from vlmdiff.checkpoint import load_state_dict
+    from vlmdiff.checkpoint import load_state_dict, save_state_dict
     from vlmdiff.model import create_model, load_weights
     from vlmdiff.validate import validate_build_inputs
 

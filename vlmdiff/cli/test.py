@@ -42,7 +42,8 @@ def command_line(prog=None) -> ConfigCommandLine:
     cli.add_argument("--force_settings", action="store_true",
                      help="--predict: allow settings that differ from those the threshold was fitted with")
     cli.add_argument("--skip_bad_images", action="store_true",
-                     help="--predict: leave out (and list in skipped.txt) images that cannot be read")
+                     help="leave out (and list in skipped.txt) the images that cannot be read, of the test split or "
+                     "of the --predict folder")
     cli.add_argument("--threshold_class", metavar="CLASS",
                      help="--predict: use this class's threshold instead of the all-class one")
     cli.add_argument("--predict_out", metavar="FOLDER", help="--predict: output folder (default <run>/predict)")
@@ -81,7 +82,7 @@ def main(argv=None, prog=None) -> int:
     from vlmdiff.data import build_dataset, caption_source
     from vlmdiff.report import markdown_table
     from vlmdiff.testing import distributed_context, evaluate_run, prepare_run_dir, run_batches
-    from vlmdiff.validate import check_split_images, validate_test_config
+    from vlmdiff.validate import check_split_images, resolve_device, validate_test_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.predict:
@@ -92,7 +93,7 @@ def main(argv=None, prog=None) -> int:
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         rank, world = distributed_context()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     if rank == 0:
