@@ -238,35 +238,49 @@ def inherit_test_run(cfg, thresholds_file: Path, explicit: set[str], *, force: b
 
 
 def run_predict(args, cfg, load_model) -> int:
-    """``test.py --predict``: settings and threshold from the test run (or a numeric ``--threshold`` with the
-    settings given), checked, then :func:`predict_folder`. ``load_model(cfg, device)`` → ``(model, extractor)``.
-    Every image is decoded before the model loads: an unreadable one stops the run before anything is written
-    (unless ``--skip_bad_images``)."""
+    """``test.py --predict``: :func:`predict_run` with the command line's options; the settings given on it
+    (flags, ``key=value``, ``--config``) are the explicit ones."""
     from dataclasses import fields
 
+    return predict_run(cfg, args.predict, load_model, threshold=args.threshold, threshold_class=args.threshold_class,
+                       out=args.predict_out, force_settings=bool(getattr(args, "force_settings", False)),
+                       skip_bad_images=bool(getattr(args, "skip_bad_images", False)),
+                       explicit=explicit_settings(args, [f.name for f in fields(cfg)]))
+
+
+def predict_run(cfg, folder, load_model, *, threshold: str | float | None = None, threshold_class: str | None = None,
+                out: str | os.PathLike | None = None, force_settings: bool = False, skip_bad_images: bool = False,
+                explicit: set[str] | None = None) -> int:
+    """Predict the images under ``folder``: settings and threshold from the test run (or a numeric
+    ``threshold`` with the settings of ``cfg``), checked, then :func:`predict_folder`.
+    ``load_model(cfg, device)`` → ``(model, extractor)``. ``explicit``: the settings of ``cfg`` chosen on
+    purpose, which must agree with the test run's (None: those that differ from the defaults). Every image is
+    decoded before the model loads: an unreadable one stops the run before anything is written (unless
+    ``skip_bad_images``)."""
     from vlmdiff.validate import resolve_device, validate_test_config
 
-    number, source = threshold_source(args.threshold, cfg.run_dir)
+    number, source = threshold_source(threshold, cfg.run_dir)
     if source is None:
-        threshold, method, run = number, ("pooled" if cfg.metrics_mode == "paper" else "max"), cfg.run_dir
+        value, method, run = number, ("pooled" if cfg.metrics_mode == "paper" else "max"), cfg.run_dir
     else:
-        explicit = explicit_settings(args, [f.name for f in fields(cfg)])
-        cfg = inherit_test_run(cfg, source, explicit, force=bool(getattr(args, "force_settings", False)))
-        threshold, method = read_threshold(source, args.threshold_class)
+        if explicit is None:
+            defaults = type(cfg)()
+            explicit = {k for k in INHERITED if getattr(cfg, k) != getattr(defaults, k)}
+        cfg = inherit_test_run(cfg, source, set(explicit), force=force_settings)
+        value, method = read_threshold(source, threshold_class)
         run = source.parent
     validate_test_config(cfg, need_data=False)
-    out = Path(args.predict_out) if args.predict_out else run / "predict"
-    skip = bool(getattr(args, "skip_bad_images", False))
-    images = find_images(args.predict)
+    out = Path(out) if out else run / "predict"
+    images = find_images(folder)
     bad = check_images(images)
-    if bad and not skip:
+    if bad and not skip_bad_images:
         refuse_bad_images(bad)
     model, extractor = load_model(cfg, resolve_device(cfg.device))
     settings = {k: getattr(cfg, k) for k in INHERITED}
-    rows = predict_folder(model, extractor, args.predict, out, threshold=threshold, image_size=cfg.image_size,
+    rows = predict_folder(model, extractor, folder, out, threshold=value, image_size=cfg.image_size,
                           method=method, batch_size=cfg.batch_size, scoring=scoring_settings(cfg),
-                          skip_bad_images=skip, settings=settings, bad_images=bad)
+                          skip_bad_images=skip_bad_images, settings=settings, bad_images=bad)
     flagged = sum(r["anomalous"] for r in rows)
-    print(f"{flagged} of {len(rows)} images anomalous (threshold {threshold:.4f}, image size {cfg.image_size}); "
+    print(f"{flagged} of {len(rows)} images anomalous (threshold {value:.4f}, image size {cfg.image_size}); "
           f"see {out / 'predictions.csv'}")
     return 0

@@ -43,6 +43,12 @@ def main(argv=None, prog=None) -> int:
     args = cli.parse_args(argv)
     check_run_config_file(args.config)
     cfg = cli.resolve(args)
+    return run(cfg)
+
+
+def run(cfg: BuildConfig) -> int:
+    """Assemble and write the training-start checkpoint of ``cfg``; 0 when written, 2 for a bad input
+    (:mod:`vlmdiff.pipelines.assemble`)."""
     from utils.seed import seed_everything  # after the settings: --help and --print_config answer without torch
     from vlmdiff.assemble import assemble_state_dict
     from vlmdiff.checkpoint import load_state_dict, save_state_dict

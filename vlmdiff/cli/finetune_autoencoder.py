@@ -43,6 +43,12 @@ def load_autoencoder(cfg: AEConfig):
 def main(argv=None, prog=None) -> int:
     cli = command_line(prog)
     cfg = cli.resolve(cli.parse_args(argv))
+    return run(cfg)
+
+
+def run(cfg: AEConfig) -> int:
+    """Finetune the autoencoder of ``cfg`` (or continue its run); 0 when done, 2 for bad LPIPS or weights
+    (:mod:`vlmdiff.pipelines.finetune_autoencoder`)."""
     import lightning as L  # after the settings: --help and --print_config answer without torch
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint

@@ -76,6 +76,15 @@ def main(argv=None, prog=None) -> int:
     cli = command_line(prog)
     args = cli.parse_args(argv)
     cfg = resolve(cli, args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.predict:
+        return predict(args, cfg)
+    return run(cfg, eval_only=args.run_eval_only, skip_bad_images=args.skip_bad_images)
+
+
+def run(cfg: TestConfig, *, eval_only: bool = False, skip_bad_images: bool = False) -> int:
+    """Test the model of ``cfg`` (or resume the run), then report; ``eval_only``: only the metrics of the stored
+    results; ``skip_bad_images``: leave unreadable images out. 0 when done (:mod:`vlmdiff.pipelines.test`)."""
     import torch  # after the settings: --help and --print_config answer without torch
 
     from utils.seed import seed_everything
@@ -85,10 +94,8 @@ def main(argv=None, prog=None) -> int:
     from vlmdiff.validate import check_split_images, resolve_device, validate_test_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.predict:
-        return predict(args, cfg)
-    validate_test_config(cfg, eval_only=args.run_eval_only)
-    bad = None if args.run_eval_only else check_split_images(cfg, "test", skip=bool(args.skip_bad_images))
+    validate_test_config(cfg, eval_only=eval_only)
+    bad = None if eval_only else check_split_images(cfg, "test", skip=bool(skip_bad_images))
     rank, world = distributed_context()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -101,7 +108,7 @@ def main(argv=None, prog=None) -> int:
         save_run_config(cfg, cfg.run_dir / "test_config.yaml")
     if world > 1:
         torch.distributed.barrier()
-    if not args.run_eval_only:
+    if not eval_only:
         seed_everything(cfg.seed)
         dataset = build_dataset(cfg.data_set, cfg.data_path, "test", image_size=cfg.image_size, classes=cfg.classes,
                                 captions=caption_source(cfg, "test"), coco_part=cfg.coco_part, exclude=[p for p, _ in bad])

@@ -25,6 +25,12 @@ def command_line(prog=None) -> ConfigCommandLine:
 def main(argv=None, prog=None) -> int:
     cli = command_line(prog)
     cfg = cli.resolve(cli.parse_args(argv))
+    return run(cfg)
+
+
+def run(cfg: TrainConfig) -> int:
+    """Train (or resume) the run of ``cfg``; 0 when done (the stage's library entry:
+    :mod:`vlmdiff.pipelines.train`)."""
     from utils.seed import seed_everything  # after the settings: --help and --print_config answer without torch
     from vlmdiff.data import build_dataset, caption_source
     from vlmdiff.training import fit, last_checkpoint
