@@ -14,7 +14,7 @@ differ in their last bits between machines and thread counts.
     python scripts/pretrain_tiny_diffusion.py
     python scripts/pretrain_tiny_diffusion.py --steps 200 --out /tmp/sd.safetensors   # a quick look
 
-``build_model.py --sd vlmdiff/assets/tiny_sd.safetensors --config configs/tiny.yaml --ae <finetuned>``
+``build_model.py --sd vlmdiff/assets/tiny_sd.safetensors --model_config configs/tiny.yaml --ae <finetuned>``
 assembles a training start from it exactly as from SD-1.5.
 """
 

@@ -102,7 +102,7 @@ def caption_args(tmp, data, *extra):
 
 
 def build_args(tmp, *extra, sd="tiny.safetensors", config=TINY_CONFIG):
-    return ["--sd", str(tmp / sd), "--config", str(config), "--out", str(tmp / "out" / "built.safetensors"), *extra]
+    return ["--sd", str(tmp / sd), "--model_config", str(config), "--out", str(tmp / "out" / "built.safetensors"), *extra]
 
 
 def run_cli(main, argv, capsys):

@@ -53,7 +53,7 @@ def sources(tmp_path_factory):
 def test_assembled_model_follows_the_copy_rule(sources, capsys):
     tmp, sd, ae = sources
     out = tmp / "vlmdiff.safetensors"
-    rc = build_model.main(["--sd", str(tmp / "sd.ckpt"), "--ae", str(tmp / "ae.ckpt"), "--config", str(TINY_CONFIG),
+    rc = build_model.main(["--sd", str(tmp / "sd.ckpt"), "--ae", str(tmp / "ae.ckpt"), "--model_config", str(TINY_CONFIG),
                            "--out", str(out), "--seed", "5", "--also_ckpt"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -87,7 +87,7 @@ def run_error(argv, capsys):
 
 def test_missing_file(sources, capsys, tmp_path):
     tmp, *_ = sources
-    err = run_error(["--sd", str(tmp / "nope.ckpt"), "--config", str(TINY_CONFIG), "--out", str(tmp_path / "o.safetensors")], capsys)
+    err = run_error(["--sd", str(tmp / "nope.ckpt"), "--model_config", str(TINY_CONFIG), "--out", str(tmp_path / "o.safetensors")], capsys)
     assert "nope.ckpt" in err and "not found" in err
 
 
@@ -96,7 +96,7 @@ def test_wrong_shapes(sources, capsys, tmp_path):
     bad = dict(sd)
     bad["model.diffusion_model.input_blocks.1.0.in_layers.2.weight"] = torch.zeros(8, 8, 3, 3)
     torch.save({"state_dict": bad}, tmp_path / "bad.ckpt")
-    err = run_error(["--sd", str(tmp_path / "bad.ckpt"), "--config", str(TINY_CONFIG), "--out", str(tmp_path / "o.safetensors")], capsys)
+    err = run_error(["--sd", str(tmp_path / "bad.ckpt"), "--model_config", str(TINY_CONFIG), "--out", str(tmp_path / "o.safetensors")], capsys)
     assert "bad.ckpt" in err and "input_blocks.1.0.in_layers.2.weight" in err and "shape" in err
 
 
@@ -104,10 +104,45 @@ def test_missing_keys(sources, capsys, tmp_path):
     tmp, sd, _ = sources
     bad = {k: v for k, v in sd.items() if not k.startswith("model.diffusion_model.output_blocks.3.")}
     torch.save({"state_dict": bad}, tmp_path / "partial.ckpt")
-    err = run_error(["--sd", str(tmp_path / "partial.ckpt"), "--config", str(TINY_CONFIG), "--out", str(tmp_path / "o.safetensors")], capsys)
+    err = run_error(["--sd", str(tmp_path / "partial.ckpt"), "--model_config", str(TINY_CONFIG), "--out", str(tmp_path / "o.safetensors")], capsys)
     assert "partial.ckpt" in err and "missing" in err and "output_blocks.3" in err
     ae_bad = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.decoder.")}
     torch.save(ae_bad, tmp_path / "ae_partial.pt")
-    err = run_error(["--sd", str(tmp / "sd.ckpt"), "--ae", str(tmp_path / "ae_partial.pt"), "--config", str(TINY_CONFIG),
+    err = run_error(["--sd", str(tmp / "sd.ckpt"), "--ae", str(tmp_path / "ae_partial.pt"), "--model_config", str(TINY_CONFIG),
                      "--out", str(tmp_path / "o.safetensors")], capsys)
     assert "ae_partial.pt" in err and "encoder" in err
+
+
+def test_a_run_config_file_and_model_overrides(sources, tmp_path):
+    """--config is the run config (as for every stage); the model config is --model_config, changed with
+    model_overrides."""
+    tmp, *_ = sources
+    run = tmp_path / "build.yaml"
+    run.write_text(f"sd: {tmp / 'sd.ckpt'}\nae: {tmp / 'ae.ckpt'}\nmodel_config: {TINY_CONFIG}\n"
+                   f"out: {tmp_path / 'a.safetensors'}\nseed: 5\n")
+    assert build_model.main(["--config", str(run)]) == 0
+    assert build_model.main(["--config", str(run), f"out={tmp_path / 'b.safetensors'}", "--seed", "6",
+                             "--model_overrides", "model.params.timesteps=500"]) == 0
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert a["alphas_cumprod"].shape == (1000,) and b["alphas_cumprod"].shape == (500,)
+    assert not torch.equal(a["control_model.input_hint_block.0.weight"], b["control_model.input_hint_block.0.weight"])
+    assert torch.equal(a["first_stage_model.decoder.conv_in.weight"], b["first_stage_model.decoder.conv_in.weight"])
+
+
+def test_a_model_config_given_as_the_run_config_names_model_config(tmp_path, capsys):
+    from vlmdiff.errors import cli_main
+
+    status = cli_main(build_model.main, ["--sd", "sd.ckpt", "--config", str(TINY_CONFIG),
+                                         "--out", str(tmp_path / "o.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {TINY_CONFIG}: a model config") and "--model_config" in err[0]
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_sd_is_required(tmp_path, capsys):
+    from vlmdiff.errors import cli_main
+
+    assert cli_main(build_model.main, ["--out", str(tmp_path / "o.safetensors")]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: --sd is required: Stable Diffusion 1.x checkpoint "
+                                                    "(.ckpt or .safetensors)"]

@@ -7,16 +7,18 @@ from dataclasses import dataclass, fields
 import pytest
 import yaml
 
+from vlmdiff.cli import build_model as build_cli
 from vlmdiff.cli import captioner as caption_cli
 from vlmdiff.cli import finetune_autoencoder as ae_cli
 from vlmdiff.cli import test as test_cli
 from vlmdiff.cli import train as train_cli
 from vlmdiff.cli.builder import ConfigCommandLine, UsageError, field_default, show
 from vlmdiff.errors import cli_main
-from vlmdiff.run_config import AEConfig, CaptionerConfig, TestConfig, TrainConfig, result_keys, setting
+from vlmdiff.run_config import AEConfig, BuildConfig, CaptionerConfig, TestConfig, TrainConfig, result_keys, setting
 
 STAGES = {"train": (train_cli, TrainConfig), "test": (test_cli, TestConfig)}
-ALL_STAGES = {**STAGES, "finetune-autoencoder": (ae_cli, AEConfig), "caption": (caption_cli, CaptionerConfig)}
+ALL_STAGES = {**STAGES, "finetune-autoencoder": (ae_cli, AEConfig), "caption": (caption_cli, CaptionerConfig),
+              "build-model": (build_cli, BuildConfig)}
 
 
 def help_entries(module, capsys, monkeypatch) -> dict[str, str]:
@@ -46,6 +48,11 @@ def test_every_setting_is_in_the_help_with_its_default(stage, capsys, monkeypatc
         assert entry is not None, f"--{f.name} missing from {stage} --help"
         assert f"(default: {show(field_default(f))})" in entry, entry
         assert len(entry) > len(f"--{f.name}") + 30, f"--{f.name} has no help text"
+    if stage == "build-model":  # --config is the run config here too; the model config is a setting
+        assert entries["--config"].startswith("--config FILE") and "BuildConfig" in entries["--config"]
+        assert "(default: configs/vlmdiff.yaml)" in entries["--model_config"]
+        assert entries["--also_ckpt"].startswith("--also_ckpt, --no_also_ckpt") and "(default: null)" in entries["--ae"]
+        return
     if stage == "caption":
         assert "(default: pd)" in entries["--prompt_type"] and entries["--resume"].startswith("--resume, --no_resume")
         return

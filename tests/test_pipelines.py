@@ -137,3 +137,27 @@ def test_predict_scores_a_folder_with_the_stored_threshold(setup):
     assert len(rows) == 5 and all(np.isfinite(r["score"]) for r in rows)
     assert (run / "predict" / "heatmaps" / "good__000.png").is_file()
     assert (run / "predict" / "predictions.csv").read_text().startswith("file,score,anomalous")
+
+
+def test_every_stage_is_a_config_and_a_run_function(tmp_path):
+    """vlmdiff.pipelines.<stage>: the stage's run config (Config) and the function its command line runs (run)."""
+    import importlib
+    from dataclasses import is_dataclass
+
+    from vlmdiff import pipelines, run_config
+    from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD
+
+    schemas = {"caption": run_config.CaptionerConfig, "finetune_autoencoder": run_config.AEConfig,
+               "assemble": run_config.BuildConfig, "train": run_config.TrainConfig, "test": run_config.TestConfig,
+               "predict": run_config.TestConfig}
+    assert set(pipelines.STAGES) == set(schemas)
+    for stage, schema in schemas.items():
+        module = importlib.import_module(f"vlmdiff.pipelines.{stage}")
+        assert module.Config is schema and is_dataclass(module.Config) and callable(module.run), stage
+    from vlmdiff.cli import build_model, train
+    from vlmdiff.pipelines import assemble
+
+    assert train.run is importlib.import_module("vlmdiff.pipelines.train").run and assemble.run is build_model.run
+    out = tmp_path / "start.safetensors"
+    assert assemble.run(assemble.Config(sd=str(BUNDLED_TINY_SD), model_config=str(TINY_CONFIG), out=str(out))) == 0
+    assert set(load_state_dict(out)) == set(create_model(TINY_CONFIG).state_dict())

@@ -95,3 +95,27 @@ def test_rerun_replaces_every_output(folder, tmp_path):
     assert (out / "predictions.csv").read_text().count("\n") == 5
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "pred"]
+
+
+def test_predictions_score_as_a_test_run_scores(folder, tmp_path):
+    """One scoring path: a prediction with a run config's scoring settings gives each image the map and score
+    a test run's batch gets (same key, same settings), and the settings reach the scorer."""
+    import inspect
+
+    from vlmdiff import testing
+    from vlmdiff.inference import SCORING_SETTINGS, score_images, scoring_settings
+    from vlmdiff.scoring import image_score_method, image_scores
+
+    assert set(SCORING_SETTINGS) <= set(inspect.signature(score_images).parameters)
+    cfg = testing.TestConfig(seed=3, sigma=2.0, ddim_steps=2, start_timestep=500, batch_invariant=False)
+    rows = predict.predict_folder(NoisyCopy(), extractor, folder, tmp_path / "pred", threshold=0.5, image_size=64,
+                                  method="pooled", batch_size=2, scoring=scoring_settings(cfg))
+    paths = sorted(folder.glob("*.png"))
+    x = torch.stack([predict.image_to_tensor(predict.load_rgb(p), 64) for p in paths])
+    batch = {"jpg": x, "hint": x, "key": [p.name for p in paths], "txt": [""] * len(paths)}
+    res = testing.score_batch(NoisyCopy(), extractor, batch, cfg)
+    assert image_score_method("pooled", res["maps"].shape) == "pooled"
+    assert [r["score"] for r in rows] == [float(image_scores(m[None], "pooled")[0]) for m in res["maps"]]
+    other = predict.predict_folder(NoisyCopy(), extractor, folder, tmp_path / "pred_seed", threshold=0.5,
+                                   image_size=64, method="pooled", scoring=scoring_settings(testing.TestConfig()))
+    assert [r["score"] for r in other] != [r["score"] for r in rows]

@@ -1,4 +1,5 @@
-"""The one checkpoint loader: ``.ckpt``, ``.pt``, ``.pth`` and ``.safetensors`` files to a state dict.
+"""The one checkpoint loader: ``.ckpt``, ``.pt``, ``.pth`` and ``.safetensors`` files to a state dict; and
+:func:`save_state_dict`, the one writer of model checkpoints.
 
 Never downloads anything and never falls back to random weights: a missing or unreadable file raises.
 """
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+
+from utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +161,16 @@ def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
                  f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}" if unexpected else ""]
         raise ValueError(f"{source}: does not fit the model ({'; '.join(p for p in parts if p)})")
     module.load_state_dict(state_dict, strict=strict)
+
+
+def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Write atomically: safetensors for ``.safetensors``, else ``torch.save({"state_dict": ...})``."""
+    path = Path(path)
+    state_dict = {k: v.contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state_dict, str(tmp))
+        else:
+            torch.save({"state_dict": state_dict}, tmp)

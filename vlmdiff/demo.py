@@ -100,7 +100,7 @@ def write_overview(run: str | os.PathLike, path: str | os.PathLike, *, per_class
 
     from utils.io import atomic_path
     from vlmdiff.report import heatmap_overlay, outline_mask
-    from vlmdiff.scoring import image_scores
+    from vlmdiff.scoring import image_score_method, image_scores
     from vlmdiff.testing import load_results, visual_name
 
     run, path = Path(run), Path(path)
@@ -109,7 +109,7 @@ def write_overview(run: str | os.PathLike, path: str | os.PathLike, *, per_class
     for cls in sorted(set(res["clsnames"].tolist())):
         idx = np.flatnonzero(res["clsnames"] == cls)
         maps = res["maps"][idx]
-        scores = image_scores(maps, "pooled" if min(maps.shape[1:]) >= 57 else "max")
+        scores = image_scores(maps, image_score_method("pooled", maps.shape))
         lo, hi = float(maps.min()), float(maps.max())
         anomalous = [i for i in np.argsort(-scores) if res["labels"][idx[i]] == 1][:per_class]
         for i in anomalous:

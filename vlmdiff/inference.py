@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from vlmdiff.scoring import anomaly_map, image_scores
+from vlmdiff.scoring import anomaly_map, image_score_method, image_scores
 
 
 def image_seed(seed: int, key: str) -> int:
@@ -62,7 +62,7 @@ def score_images(model, extractor, images: torch.Tensor, keys: Sequence[str], *,
         keys: one stable name per image (seeds its noise, :func:`image_noise`).
         precision, channels_last: see :meth:`vlmdiff.model.VLMDiff.reconstruct` (``"fp32"``: the paper's numbers).
         image_score: ``"pooled"`` or ``"max"`` to also return image scores (``"pooled"`` falls back to
-            ``"max"`` on maps smaller than 57×57); None: maps only.
+            ``"max"`` on maps smaller than :data:`~vlmdiff.scoring.POOLED_MIN_SIDE`); None: maps only.
 
     Returns:
         ``{"maps": (B, H, W) float64, "samples": (B, 3, H, W) CPU tensor, "reconstruction": tensor or None}``
@@ -97,6 +97,17 @@ def score_images(model, extractor, images: torch.Tensor, keys: Sequence[str], *,
     res = {"maps": maps, "samples": torch.cat(samples) if samples else images[:0].cpu(),
            "reconstruction": torch.cat(recons) if recons else None}
     if image_score is not None:
-        method = image_score if min(maps.shape[1:]) >= 57 else "max"
+        method = image_score_method(image_score, maps.shape)
         res["scores"] = np.concatenate([image_scores(m[None], method) for m in maps]) if b else np.zeros(0)
     return res
+
+
+# The settings of a test run config that decide an image's reconstruction and map.
+SCORING_SETTINGS = ("seed", "ddim_steps", "guidance_scale", "start_timestep", "start_mode", "sigma", "batch_invariant",
+                    "precision", "channels_last")
+
+
+def scoring_settings(cfg) -> dict:
+    """:func:`score_images`' keyword arguments from a run config (:data:`SCORING_SETTINGS`): test runs and
+    predictions score with the same settings by the same call."""
+    return {name: getattr(cfg, name) for name in SCORING_SETTINGS}

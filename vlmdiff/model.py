@@ -44,7 +44,10 @@ class DiffusionWrapper(nn.Module):
 class VLMDiff(L.LightningModule):
     """Latent diffusion + semantic-guided network, conditioned on a caption and on the image itself.
 
-    Constructor arguments are the reference YAML's ``model.params`` (unused LDM keys are accepted).
+    Constructor arguments are the reference YAML's ``model.params`` (unused LDM keys are accepted); a run's
+    settings (``only_mid_control``, ``learning_rate``, ``seed``, ``optimizer``) reach them through
+    :func:`create_model`'s ``params``. ``seed`` seeds every random draw of a training step
+    (:meth:`step_generator`); ``optimizer``: ``"adamw"`` or ``"adamw8bit"`` (:mod:`vlmdiff.optim`).
     """
 
     def __init__(self, *, unet_config, control_stage_config, first_stage_config, cond_stage_config,
@@ -55,7 +58,8 @@ class VLMDiff(L.LightningModule):
                  logvar_init: float = 0.0, parameterization: str = "eps", loss_type: str = "l2",
                  use_ema: bool = False, cond_stage_trainable: bool = False, conditioning_key: str = "crossattn",
                  scale_by_std: bool = False, channels: int = 4, image_size: int | None = None,
-                 num_timesteps_cond: int = 1, log_every_t: int = 200, monitor: str | None = None):
+                 num_timesteps_cond: int = 1, log_every_t: int = 200, monitor: str | None = None,
+                 seed: int = 0, optimizer: str = "adamw"):
         super().__init__()
         unsupported = {"parameterization": (parameterization, "eps"), "loss_type": (loss_type, "l2"),
                        "use_ema": (use_ema, False), "cond_stage_trainable": (cond_stage_trainable, False),
@@ -68,7 +72,7 @@ class VLMDiff(L.LightningModule):
         self.scale_factor = scale_factor
         self.only_mid_control = only_mid_control
         self.first_stage_key, self.cond_stage_key, self.control_key = first_stage_key, cond_stage_key, control_key
-        self.learning_rate = learning_rate
+        self.learning_rate, self.seed, self.optimizer_name = learning_rate, seed, optimizer
         self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
         self.channels = channels
         betas = make_beta_schedule(beta_schedule, timesteps, linear_start=linear_start, linear_end=linear_end)
@@ -108,8 +112,7 @@ class VLMDiff(L.LightningModule):
     def configure_optimizers(self):
         """AdamW over :meth:`trainable_parameters` (``optimizer_name``: ``"adamw"``, fused on CUDA, or
         ``"adamw8bit"``; see :mod:`vlmdiff.optim`)."""
-        return build_optimizer(self.trainable_parameters(), getattr(self, "optimizer_name", "adamw"),
-                               lr=self.learning_rate)
+        return build_optimizer(self.trainable_parameters(), self.optimizer_name, lr=self.learning_rate)
 
     # ----------------------------------------------------------------- encoders
     @torch.no_grad()
@@ -190,7 +193,7 @@ class VLMDiff(L.LightningModule):
         """Random draws of one training step depend only on (seed, epoch, batch, process): exact resumes."""
         rank = self.trainer.global_rank if self._trainer is not None else 0
         epoch = self.current_epoch if self._trainer is not None else 0
-        seed = ((getattr(self, "seed", 0) * 1_000_003 + epoch) * 1_000_003 + batch_idx) * 1_009 + rank
+        seed = ((self.seed * 1_000_003 + epoch) * 1_000_003 + batch_idx) * 1_009 + rank
         return torch.Generator(device=self.device).manual_seed(seed % 2**63)
 
     def training_step(self, batch, batch_idx):
@@ -327,12 +330,20 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, st
 
 
 def create_model(path_or_config: str | os.PathLike | Mapping | DictConfig, *,
-                 overrides: list[str] | None = None) -> VLMDiff:
-    """Build the model described by a config file or mapping (its ``model`` section, or the section itself)."""
+                 overrides: list[str] | None = None, params: Mapping | None = None) -> VLMDiff:
+    """Build the model described by a config file or mapping (its ``model`` section, or the section itself).
+
+    ``params``: a run's settings of the model (``only_mid_control``, ``learning_rate``, ``seed``,
+    ``optimizer``), which replace the config's ``params``; each is logged with the config's value it replaces.
+    """
     cfg = load_config(path_or_config, overrides)
     section = cfg.model if "model" in cfg else cfg
     where = str(path_or_config) if isinstance(path_or_config, (str, os.PathLike)) else "config"
-    model = instantiate(section, where=where)
+    own = section.get("params") or {}
+    for key, value in (params or {}).items():
+        said = f" ({where} says {own[key]!r})" if key in own and own[key] != value else ""
+        log.info("%s=%r from the run config%s", key, value, said)
+    model = instantiate(section, where=where, **dict(params or {}))
     if not isinstance(model, VLMDiff):
         raise ValueError(f"{where}: model.target must name VLMDiff, got {type(model).__name__}")
     return model

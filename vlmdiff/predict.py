@@ -1,14 +1,15 @@
 """Scoring unlabeled images with a trained model: per-image score, anomaly map, heatmap and a decision.
 
-The decision threshold comes from a test run: ``thresholds.json`` holds, per class and over all classes,
-the image-score threshold that maximises F1 on the labelled test split (written by ``test.py``).
+Images are scored as a test run scores them (:func:`vlmdiff.inference.score_images` with the run config's
+:func:`vlmdiff.inference.scoring_settings`). The decision threshold comes from a test run:
+``thresholds.json`` (:mod:`vlmdiff.thresholds`) holds, per class and over all classes, the image-score
+threshold that maximises F1 on the labelled test split.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import shutil
@@ -23,31 +24,11 @@ from tqdm import tqdm
 
 from utils.io import write_bytes, write_json, write_text
 from vlmdiff.data.images import denormalize, image_to_tensor, is_image, load_rgb
-from vlmdiff.inference import score_images
-from vlmdiff.metrics import binary_curve
+from vlmdiff.inference import score_images, scoring_settings
 from vlmdiff.report import heatmap_overlay, to_uint8_rgb
+from vlmdiff.thresholds import f1_threshold, read_threshold, write_thresholds  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
-
-
-def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The image-score threshold (``score >= t`` is anomalous) with the highest F1 on labelled data."""
-    tps, fps, n_pos, _ = binary_curve(scores, labels)
-    if n_pos == 0:
-        return float(np.max(scores)) + 1e-12
-    f1 = 2 * tps / (tps + fps + n_pos)
-    distinct = np.unique(scores)[::-1]  # the curve's thresholds, highest first
-    return float(distinct[int(np.argmax(f1))])
-
-
-def write_thresholds(path: str | os.PathLike, per_class: dict[str, tuple[np.ndarray, np.ndarray]], method: str) -> dict:
-    """F1-optimal thresholds per class and over all classes; ``per_class[c] = (scores, labels)``."""
-    out = {"image_score": method, "per_class": {c: f1_threshold(s, y) for c, (s, y) in per_class.items()}}
-    scores = np.concatenate([s for s, _ in per_class.values()])
-    labels = np.concatenate([y for _, y in per_class.values()])
-    out["all"] = f1_threshold(scores, labels)
-    write_json(path, out)
-    return out
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
@@ -81,13 +62,15 @@ def refuse_bad_images(bad: list[tuple[Path, str]]) -> None:
 
 @torch.no_grad()
 def predict_folder(model, extractor, folder, out_dir, *, threshold: float, image_size: int = 256,
-                   method: str = "pooled", batch_size: int = 8, sigma: float = 5.0, seed: int = 0,
-                   reconstruct_kwargs: dict | None = None, skip_bad_images: bool = False,
-                   settings: dict | None = None, bad_images: list[tuple[Path, str]] | None = None) -> list[dict]:
+                   method: str = "pooled", batch_size: int = 8, scoring: dict | None = None,
+                   skip_bad_images: bool = False, settings: dict | None = None,
+                   bad_images: list[tuple[Path, str]] | None = None) -> list[dict]:
     """Score every image under ``folder``; write maps, overlays and ``predictions.csv`` to ``out_dir``.
 
-    An image's noise is seeded by ``seed`` and its path relative to ``folder``
-    (:func:`vlmdiff.inference.image_noise`): its score does not depend on ``batch_size``.
+    ``scoring``: :func:`vlmdiff.inference.score_images`' settings, as a test run scores
+    (:func:`vlmdiff.inference.scoring_settings` of its config; None: the defaults). An image's noise is seeded
+    by the seed and its path relative to ``folder`` (:func:`vlmdiff.inference.image_noise`): its score does
+    not depend on ``batch_size``.
     Every image is decoded before any is scored: an unreadable one stops the run naming it, before anything
     is written, or with ``skip_bad_images`` is left out and listed (``skipped.txt`` and
     ``predictions.json``). The outputs are written to a staging folder beside ``out_dir`` and moved in
@@ -112,8 +95,7 @@ def predict_folder(model, extractor, folder, out_dir, *, threshold: float, image
             paths = images[start:start + batch_size]
             keys = [p.relative_to(folder).as_posix() for p in paths]
             x = torch.stack([image_to_tensor(load_rgb(p), image_size) for p in paths])
-            res = score_images(model, extractor, x, keys, seed=seed, sigma=sigma, image_score=method,
-                               **(reconstruct_kwargs or {}))
+            res = score_images(model, extractor, x, keys, image_score=method, **(scoring or {}))
             maps, scores = res["maps"], res["scores"]
             rgb = denormalize(x).numpy()
             for p, amap, score, img in zip(paths, maps, scores, rgb):
@@ -180,19 +162,6 @@ def _png(path: Path, arr: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     write_bytes(path, buf.getvalue())
-
-
-def read_threshold(path: str | os.PathLike, clsname: str | None = None) -> tuple[float, str]:
-    """``(threshold, image-score method)`` from a ``thresholds.json`` (one class's, or the all-class one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: thresholds file not found (run test.py first, or pass --threshold)")
-    data = json.loads(path.read_text())
-    if clsname is None:
-        return float(data["all"]), data["image_score"]
-    if clsname not in data["per_class"]:
-        raise KeyError(f"{path}: no threshold for class {clsname!r}; classes: {sorted(data['per_class'])}")
-    return float(data["per_class"][clsname]), data["image_score"]
 
 
 # Settings of the test run that fitted a threshold, and that its predictions must share.
@@ -268,37 +237,49 @@ def inherit_test_run(cfg, thresholds_file: Path, explicit: set[str], *, force: b
 
 
 def run_predict(args, cfg, load_model) -> int:
-    """``test.py --predict``: settings and threshold from the test run (or a numeric ``--threshold`` with the
-    settings given), checked, then :func:`predict_folder`. ``load_model(cfg, device)`` → ``(model, extractor)``.
-    Every image is decoded before the model loads: an unreadable one stops the run before anything is written
-    (unless ``--skip_bad_images``)."""
+    """``test.py --predict``: :func:`predict_run` with the command line's options; the settings given on it
+    (flags, ``key=value``, ``--config``) are the explicit ones."""
     from dataclasses import fields
 
+    return predict_run(cfg, args.predict, load_model, threshold=args.threshold, threshold_class=args.threshold_class,
+                       out=args.predict_out, force_settings=bool(getattr(args, "force_settings", False)),
+                       skip_bad_images=bool(getattr(args, "skip_bad_images", False)),
+                       explicit=explicit_settings(args, [f.name for f in fields(cfg)]))
+
+
+def predict_run(cfg, folder, load_model, *, threshold: str | float | None = None, threshold_class: str | None = None,
+                out: str | os.PathLike | None = None, force_settings: bool = False, skip_bad_images: bool = False,
+                explicit: set[str] | None = None) -> int:
+    """Predict the images under ``folder``: settings and threshold from the test run (or a numeric
+    ``threshold`` with the settings of ``cfg``), checked, then :func:`predict_folder`.
+    ``load_model(cfg, device)`` → ``(model, extractor)``. ``explicit``: the settings of ``cfg`` chosen on
+    purpose, which must agree with the test run's (None: those that differ from the defaults). Every image is
+    decoded before the model loads: an unreadable one stops the run before anything is written (unless
+    ``skip_bad_images``)."""
     from vlmdiff.validate import resolve_device, validate_test_config
 
-    number, source = threshold_source(args.threshold, cfg.run_dir)
+    number, source = threshold_source(threshold, cfg.run_dir)
     if source is None:
-        threshold, method, run = number, ("pooled" if cfg.metrics_mode == "paper" else "max"), cfg.run_dir
+        value, method, run = number, ("pooled" if cfg.metrics_mode == "paper" else "max"), cfg.run_dir
     else:
-        explicit = explicit_settings(args, [f.name for f in fields(cfg)])
-        cfg = inherit_test_run(cfg, source, explicit, force=bool(getattr(args, "force_settings", False)))
-        threshold, method = read_threshold(source, args.threshold_class)
+        if explicit is None:
+            defaults = type(cfg)()
+            explicit = {k for k in INHERITED if getattr(cfg, k) != getattr(defaults, k)}
+        cfg = inherit_test_run(cfg, source, set(explicit), force=force_settings)
+        value, method = read_threshold(source, threshold_class)
         run = source.parent
     validate_test_config(cfg, need_data=False)
-    out = Path(args.predict_out) if args.predict_out else run / "predict"
-    skip = bool(getattr(args, "skip_bad_images", False))
-    images = find_images(args.predict)
+    out = Path(out) if out else run / "predict"
+    images = find_images(folder)
     bad = check_images(images)
-    if bad and not skip:
+    if bad and not skip_bad_images:
         refuse_bad_images(bad)
     model, extractor = load_model(cfg, resolve_device(cfg.device))
     settings = {k: getattr(cfg, k) for k in INHERITED}
-    rows = predict_folder(model, extractor, args.predict, out, threshold=threshold, image_size=cfg.image_size,
-                          method=method, batch_size=cfg.batch_size, sigma=cfg.sigma, seed=cfg.seed,
-                          reconstruct_kwargs=dict(ddim_steps=cfg.ddim_steps, guidance_scale=cfg.guidance_scale,
-                                                  start_timestep=cfg.start_timestep, start_mode=cfg.start_mode),
-                          skip_bad_images=skip, settings=settings, bad_images=bad)
+    rows = predict_folder(model, extractor, folder, out, threshold=value, image_size=cfg.image_size,
+                          method=method, batch_size=cfg.batch_size, scoring=scoring_settings(cfg),
+                          skip_bad_images=skip_bad_images, settings=settings, bad_images=bad)
     flagged = sum(r["anomalous"] for r in rows)
-    print(f"{flagged} of {len(rows)} images anomalous (threshold {threshold:.4f}, image size {cfg.image_size}); "
+    print(f"{flagged} of {len(rows)} images anomalous (threshold {value:.4f}, image size {cfg.image_size}); "
           f"see {out / 'predictions.csv'}")
     return 0

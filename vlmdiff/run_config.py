@@ -39,7 +39,8 @@ def setting(default: Any = MISSING, help: str = "", *, choices: Choices | None =
     ``help``: one sentence for ``--help`` (the default is appended there). ``choices``: the accepted values,
     best a registry's names or a function returning them (called when the command line is built).
     ``results``: the setting changes a run's results (a test run's stored scores are tied to its value).
-    ``aliases``: other flag names of the same setting (the reference's, e.g. ``--caption_model``).
+    ``aliases``: other flag names of the same setting (the reference's, e.g. ``--caption_model``), also
+    accepted as keys of a YAML file and of ``key=value`` (:func:`key_aliases`).
     ``required``: the run cannot start while the value is empty (checked after every source is merged).
     """
     metadata = {"help": help, "choices": choices, "results": results, "aliases": tuple(aliases),
@@ -85,8 +86,8 @@ class DataRunConfig:
     caption_folder: str = setting("", "caption folder: a sibling of the dataset root, or a path", results=True)
     only_mid_control: bool = setting(
         True, "true: the SGN's controls reach the UNet's middle block and three deepest skips only (the paper's "
-        "training and test scripts, whatever the model YAML says); false: every skip (ControlNet's routing)",
-        results=True)
+        "training and test scripts); false: every skip (ControlNet's routing). Replaces the model config's value "
+        "(logged when the model is built)", results=True)
     exp_name: str = setting("run", "run name: outputs go to <output_dir>/<exp_name>")
     output_dir: str = setting("runs", "folder of the run folders")
 
@@ -103,9 +104,10 @@ class TrainConfig(DataRunConfig):
                                "training-start checkpoint (build_model.py), or a trained one to start from",
                                results=True)
     data_path: str = setting("", "dataset root folder", results=True, required=True)
-    caption_model: str = setting("_internvl", "COCO-AD: the caption-file suffix (_internvl, _blip, ...; '' for the "
-                                 "human captions): <data_path>/annotations/captions_train2017<suffix>.json",
-                                 results=True)
+    caption_folder: str | None = setting(
+        None, "caption folder (a sibling of the dataset root, or a path); COCO-AD: the caption-file suffix of "
+        "<data_path>/annotations/captions_train2017<suffix>.json (_internvl, _blip, ...; '' for the human captions; "
+        "null: _internvl)", results=True, aliases=("--caption_model",))
     exp_name: str = setting("mvtec_training_vlmdiff", "run name: outputs go to <output_dir>/<exp_name>; the same "
                             "name again resumes from its last checkpoint")
     batch_size: int = setting(12, "images per step and device", results=True)
@@ -220,6 +222,24 @@ class AEConfig:
     progress_bar: bool = setting(True, "show a progress bar")
 
 
+@dataclass
+class BuildConfig:
+    """Settings of an assembly run (build_model.py): the training-start checkpoint from Stable Diffusion 1.x
+    and a (finetuned) autoencoder."""
+
+    sd: str = setting("", "Stable Diffusion 1.x checkpoint (.ckpt or .safetensors)", results=True, required=True)
+    ae: str | None = setting(None, "finetuned autoencoder checkpoint (e.g. models/fs_mvtecad.ckpt; null: SD's own "
+                             "VAE)", results=True)
+    model_config: str = setting("configs/vlmdiff.yaml", "model config YAML (the networks and their sizes)",
+                                results=True)
+    model_overrides: list[str] | None = setting(
+        None, "changes to the model config, comma-separated dotted key=value (e.g. "
+        "model.params.control_stage_config.params.hint_channels=3)", results=True, metavar="KEY=VALUE,...")
+    out: str = setting("models/vlmdiff_sd15_model.safetensors", "output file, .safetensors or .ckpt")
+    also_ckpt: bool = setting(False, "also write a torch .ckpt next to the output")
+    seed: int = setting(0, "seed of the new layers' initialisation", results=True)
+
+
 def _captioning(name: str) -> Callable[[], Iterable[str]]:
     """A registry of :mod:`vlmdiff.captioning`, read when a command line is built."""
     from importlib import import_module
@@ -268,6 +288,27 @@ class CaptionerConfig:
     concurrency: int = setting(8, "endpoint requests in flight")
     resume: bool = setting(True, "continue an interrupted run (--no_resume: start over)")
 
+def key_aliases(schema: type) -> dict[str, str]:
+    """``{other name: setting}``: a setting's ``aliases`` (the reference's names, e.g. ``caption_model``), which a
+    YAML file and ``key=value`` accept as well as its flag."""
+    return {alias.lstrip("-"): f.name for f in fields(schema) for alias in f.metadata.get("aliases", ())}
+
+
+def _rename_aliases(schema: type, layer: Any, where: str) -> Any:
+    """``layer`` with its alias keys renamed to their settings; an alias given beside its setting is refused."""
+    aliases = key_aliases(schema)
+    if not isinstance(layer, DictConfig) or not aliases.keys() & {str(k) for k in layer.keys()}:
+        return layer
+    data = OmegaConf.to_container(layer, resolve=False)
+    for alias, name in aliases.items():
+        if alias in data:
+            if name in data:
+                prefix = "" if where == "overrides" else f"{where}: "
+                raise ValueError(f"{prefix}{alias} and {name} are the same setting ({name}); give one of them")
+            data[name] = data.pop(alias)
+    return OmegaConf.create(data)
+
+
 def _check_keys(schema: type, layer: Any, where: str) -> None:
     """Every top-level key of a layer is a field of ``schema``; else one line naming the closest field."""
     if not isinstance(layer, DictConfig):
@@ -301,6 +342,7 @@ def resolve_run_config(schema: type[T], *, config_file: str | os.PathLike | None
             raise ValueError(f"overrides must be key=value, got {bad}")
         layers.append(("overrides", OmegaConf.from_dotlist(list(overrides))))
     for where, layer in layers:
+        layer = _rename_aliases(schema, layer, where)
         _check_keys(schema, layer, where)
         try:
             cfg = OmegaConf.merge(cfg, layer)

@@ -15,6 +15,13 @@ from scipy.ndimage import gaussian_filter
 
 MODES = ("a", "mul")
 IMAGE_SCORES = ("pooled", "max")
+POOLED_MIN_SIDE = 57  # the pooled score's eight 8-wide valid pools span 57 pixels
+
+
+def image_score_method(method: str, map_shape) -> str:
+    """The image score that ``method`` gives on maps of ``map_shape`` (``(..., H, W)``): ``"pooled"`` needs
+    maps of at least :data:`POOLED_MIN_SIDE` on each side, smaller maps get ``"max"``."""
+    return "max" if method == "pooled" and min(map_shape[-2:]) < POOLED_MIN_SIDE else method
 
 
 def level_maps(features_in: Sequence[torch.Tensor], features_out: Sequence[torch.Tensor],

@@ -37,13 +37,13 @@ from tqdm import tqdm
 
 from utils.io import atomic_path, write_json, write_text
 from vlmdiff.data.images import denormalize
-from vlmdiff.inference import score_images
+from vlmdiff.inference import score_images, scoring_settings
 from vlmdiff.precision import check_precision, compile_networks, compiled_networks, is_compiled, to_channels_last
 from vlmdiff.run_config import TestConfig, result_keys
 from vlmdiff.metrics import MetricAccumulator
-from vlmdiff.predict import write_thresholds
 from vlmdiff.report import write_class_plots, write_gallery_images, write_html_report, write_tables, write_visuals
-from vlmdiff.scoring import image_scores
+from vlmdiff.scoring import POOLED_MIN_SIDE, image_score_method, image_scores
+from vlmdiff.thresholds import write_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +218,9 @@ def score_batch(model, extractor, batch: dict, cfg: TestConfig) -> dict:
 
     Each image's noise is seeded by ``cfg.seed`` and its key (:func:`vlmdiff.inference.image_noise`).
     """
-    return score_images(model, extractor, batch["jpg"], list(batch["key"]), seed=cfg.seed,
+    return score_images(model, extractor, batch["jpg"], list(batch["key"]),
                         captions=list(batch["txt"]) if cfg.use_captions else None, hints=batch["hint"],
-                        ddim_steps=cfg.ddim_steps, guidance_scale=cfg.guidance_scale,
-                        start_timestep=cfg.start_timestep, start_mode=cfg.start_mode, sigma=cfg.sigma,
-                        return_ae_reconstruction=cfg.save_visuals, batch_invariant=cfg.batch_invariant,
-                        precision=cfg.precision, channels_last=cfg.channels_last)
+                        return_ae_reconstruction=cfg.save_visuals, **scoring_settings(cfg))
 
 
 def run_batches(model, extractor, dataset, cfg: TestConfig, *, rank: int = 0, world_size: int = 1) -> None:
@@ -426,9 +423,10 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
             where.setdefault(cls, []).append((f, int(rows[i])))
             lo, hi = scale.setdefault(cls, [np.inf, -np.inf])
             scale[cls] = [min(lo, float(maps[i].min())), max(hi, float(maps[i].max()))]
-        if method == "pooled" and min(maps.shape[1:]) < 57:
+        if image_score_method(method, maps.shape) != method:
             method = "max"
-            log.warning("maps smaller than 57x57: the plain max image score replaces the pooled one")
+            log.warning("maps smaller than %dx%d: the plain max image score replaces the pooled one",
+                        POOLED_MIN_SIDE, POOLED_MIN_SIDE)
         scores = image_scores(maps, method, device=device)
         acc.update(maps, z["gt"] if pixel else None, clsnames, z["labels"], scores)
         nan = np.full(len(scores), np.nan)  # results stored before the distances were recorded

@@ -47,17 +47,20 @@ def train_loader(dataset, cfg: TrainConfig) -> DataLoader:
                       num_workers=cfg.num_workers, drop_last=False, persistent_workers=cfg.num_workers > 0)
 
 
+def model_params(cfg: TrainConfig) -> dict:
+    """The run's settings of the model (:func:`vlmdiff.model.create_model`'s ``params``): the run config is
+    their one source, whatever the model config says."""
+    return {"only_mid_control": cfg.only_mid_control, "learning_rate": cfg.learning_rate, "seed": cfg.seed,
+            "optimizer": cfg.optimizer}
+
+
 def build_model(cfg: TrainConfig, *, load_weights: bool = True) -> VLMDiff:
     """The model of ``cfg.model_config`` with the training-start weights, routed as the reference trains."""
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={cfg.optimizer!r} is unknown; valid: {list(OPTIMIZERS)}")
-    model = create_model(cfg.model_config)
+    model = create_model(cfg.model_config, params=model_params(cfg))
     if load_weights:
         model.load_checkpoint(cfg.resume_path)
-    model.only_mid_control = cfg.only_mid_control
-    model.learning_rate = cfg.learning_rate
-    model.seed = cfg.seed
-    model.optimizer_name = cfg.optimizer
     model.model.diffusion_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     model.control_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     return model

@@ -326,7 +326,7 @@ def validate_build_inputs(sd: str, ae: str | None, config: str, overrides, out: 
     check_writable(out, "--out", folder=False)
     sd_state = _meta_state(sd, "--sd")
     ae_state = _meta_state(ae, "--ae") if ae else None
-    model = _meta_model(config, overrides, "--config")
+    model = _meta_model(config, overrides, "--model_config")
     if sd_state is None or (ae and ae_state is None):
         return
     if ae_state is not None:

@@ -46,3 +46,16 @@ def test_arbitrary_pickled_objects_are_refused(tmp_path):
 def test_strip_prefix_only_strips_leading_prefixes():
     sd = {"first_stage_model.encoder.w": 1, "x.first_stage_model.y": 2}
     assert strip_prefix(sd, "first_stage_model.") == {"encoder.w": 1}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+def test_save_state_dict_round_trips(tmp_path, suffix):
+    from vlmdiff.checkpoint import save_state_dict
+
+    state = {"a.weight": torch.arange(6.0).reshape(2, 3).T, "b": torch.ones(2, dtype=torch.int64)}  # a.weight strided
+    path = tmp_path / "sub" / f"m{suffix}"
+    path.parent.mkdir()
+    save_state_dict(state, path)
+    back = load_state_dict(path)
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left

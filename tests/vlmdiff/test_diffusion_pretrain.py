@@ -49,7 +49,7 @@ def test_bundled_unet_denoises_held_out_photographs_better_than_random_weights(h
 
 def test_build_model_assembles_from_the_bundled_file_as_from_sd(tmp_path):
     out = tmp_path / "start.safetensors"
-    assert build_model.main(["--sd", str(BUNDLED_TINY_SD), "--config", str(TINY_CONFIG), "--out", str(out)]) == 0
+    assert build_model.main(["--sd", str(BUNDLED_TINY_SD), "--model_config", str(TINY_CONFIG), "--out", str(out)]) == 0
     start, sd = load_state_dict(out), load_state_dict(BUNDLED_TINY_SD)
     unet = "model.diffusion_model."
     for key, value in sd.items():

@@ -119,7 +119,7 @@ def test_sharded_and_batch_sizes_give_identical_results(setup):
 def test_predict_scores_do_not_depend_on_batch_size(setup):
     tmp, data, model, extractor = setup
     folder = data / "disc" / "test"
-    kw = dict(threshold=1.0, image_size=128, reconstruct_kwargs=dict(ddim_steps=1))
+    kw = dict(threshold=1.0, image_size=128, scoring=dict(ddim_steps=1))
     a = predict_folder(model, extractor, folder, tmp / "pred1", batch_size=1, **kw)
     b = predict_folder(model, extractor, folder, tmp / "pred2", batch_size=2, **kw)
     assert [r["file"] for r in a] == [r["file"] for r in b] and len(a) == 3

@@ -51,3 +51,14 @@ def test_pooled_score_equals_eight_average_pools():
     for _ in range(8):
         y = torch.nn.functional.avg_pool2d(y, 8, stride=1)
     np.testing.assert_allclose(image_scores(x.numpy()), y.flatten(1).max(1).values.numpy(), rtol=1e-12)
+
+
+def test_the_pooled_score_needs_maps_of_57_pixels_a_side():
+    from vlmdiff.scoring import POOLED_MIN_SIDE, image_score_method
+
+    assert POOLED_MIN_SIDE == 57
+    assert image_score_method("pooled", (3, 57, 57)) == "pooled"
+    assert image_score_method("pooled", (3, 56, 200)) == image_score_method("pooled", (200, 56)) == "max"
+    assert image_score_method("max", (3, 256, 256)) == "max"
+    with pytest.raises(ValueError, match="at least 57x57"):
+        image_scores(np.zeros((1, 56, 56)), "pooled")

@@ -127,3 +127,21 @@ def test_bf16_mixed_training_gives_finite_losses_close_to_fp32():
     for a, b in zip(fp32, bf16):
         assert abs(a - b) <= 1e-3 * abs(a), (fp32, bf16)
     assert fp32 != bf16  # bf16 autocast really ran
+
+
+@pytest.mark.parametrize("routing", [True, False])
+def test_the_run_config_sets_the_model_settings_and_the_log_says_so(routing, caplog):
+    """only_mid_control, learning_rate, seed and optimizer come from the run config, whatever the model config
+    says (tiny.yaml: only_mid_control false, learning_rate 1e-4), and each is logged."""
+    cfg = TrainConfig(model_config=str(TINY_CONFIG), only_mid_control=routing, learning_rate=3e-4, seed=7)
+    with caplog.at_level("INFO", logger="vlmdiff.model"):
+        model = build_model(cfg, load_weights=False)
+    assert (model.only_mid_control, model.learning_rate, model.seed, model.optimizer_name) == (routing, 3e-4, 7, "adamw")
+    said = f" ({TINY_CONFIG} says False)" if routing else ""
+    assert f"only_mid_control={routing!r} from the run config{said}" in caplog.messages
+    assert f"learning_rate=0.0003 from the run config ({TINY_CONFIG} says 0.0001)" in caplog.messages
+    assert model.configure_optimizers().defaults["lr"] == 3e-4
+    other = create_model(TINY_CONFIG, params={"seed": 8})
+    draws = [torch.randn(4, generator=m.step_generator(0)) for m in (model, other)]
+    assert not torch.equal(*draws)  # a step's draws follow the run's seed
+    assert torch.equal(draws[0], torch.randn(4, generator=create_model(TINY_CONFIG, params={"seed": 7}).step_generator(0)))

@@ -1,74 +1,84 @@
 #!/usr/bin/env python
-"""Assemble the training-start VLMDiff checkpoint from Stable Diffusion 1.5 and a (finetuned) autoencoder."""
+"""Assemble the training-start VLMDiff checkpoint from Stable Diffusion 1.5 and a (finetuned) autoencoder.
+
+    python build_model.py --sd models/v1-5-pruned.ckpt --ae runs/autoencoder/autoencoder.ckpt \\
+        --model_config configs/vlmdiff.yaml --out models/vlmdiff_mvtec.safetensors
+
+--config is a YAML file of these settings, as for every stage; the model config is --model_config.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
-from utils.io import atomic_path
+from vlmdiff.cli.builder import ConfigCommandLine, UsageError
+from vlmdiff.run_config import BuildConfig
 
 
-def parse_args(argv=None, prog=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__)
-    p.add_argument("--sd", required=True, help="Stable Diffusion 1.x checkpoint (.ckpt or .safetensors)")
-    p.add_argument("--ae", default=None,
-                   help="finetuned autoencoder checkpoint (e.g. models/fs_mvtecad.ckpt); default: SD's own VAE")
-    p.add_argument("--config", default="configs/vlmdiff.yaml", help="model config (default: %(default)s)")
-    p.add_argument("--out", default="models/vlmdiff_sd15_model.safetensors",
-                   help="output file, .safetensors or .ckpt (default: %(default)s)")
-    p.add_argument("--also_ckpt", action="store_true", help="also write a torch .ckpt next to the output")
-    p.add_argument("--seed", type=int, default=0, help="seed of the new layers' initialisation (default: %(default)s)")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
-    return p.parse_args(argv)
+def command_line(prog=None) -> ConfigCommandLine:
+    """Every BuildConfig setting a flag (``vlmdiff.cli.builder``)."""
+    return ConfigCommandLine(BuildConfig, prog=prog, description=__doc__)
 
 
-def save_state_dict(state_dict: dict, path: Path) -> None:
-    """Write atomically: safetensors for ``.safetensors``, else ``torch.save({"state_dict": ...})``."""
-    import torch
+def check_run_config_file(path: str | None) -> None:
+    """``--config`` names a run config: a model config there (a top-level ``model`` section, the meaning
+    ``--config`` had for this command before) is refused naming ``--model_config``."""
+    if not path or not Path(path).is_file():
+        return
+    import yaml
 
-    state_dict = {k: v.contiguous() for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(state_dict, str(tmp))
-        else:
-            torch.save({"state_dict": state_dict}, tmp)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return  # the run-config loader names the problem
+    if isinstance(data, dict) and "model" in data:
+        raise UsageError(f"{path}: a model config; --config is the run config of this command (sd, ae, out, ...): "
+                         "give the model config with --model_config")
 
 
 def main(argv=None, prog=None) -> int:
-    args = parse_args(argv, prog)
-    from utils.seed import seed_everything  # after the arguments: --help answers without torch
+    cli = command_line(prog)
+    args = cli.parse_args(argv)
+    check_run_config_file(args.config)
+    cfg = cli.resolve(args)
+    return run(cfg)
+
+
+def run(cfg: BuildConfig) -> int:
+    """Assemble and write the training-start checkpoint of ``cfg``; 0 when written, 2 for a bad input
+    (:mod:`vlmdiff.pipelines.assemble`)."""
+    from utils.seed import seed_everything  # after the settings: --help and --print_config answer without torch
     from vlmdiff.assemble import assemble_state_dict
-    from vlmdiff.checkpoint import load_state_dict
+    from vlmdiff.checkpoint import load_state_dict, save_state_dict
     from vlmdiff.model import create_model, load_weights
     from vlmdiff.validate import validate_build_inputs
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = list(cfg.model_overrides or [])
     try:
-        validate_build_inputs(args.sd, args.ae, args.config, args.overrides, args.out)
-        sd_state = load_state_dict(args.sd)
-        ae_state = load_state_dict(args.ae) if args.ae else None
-        seed_everything(args.seed)
-        model = create_model(args.config, overrides=args.overrides)
-        state, report = assemble_state_dict(model, sd_state, ae_state, sd_source=args.sd,
-                                            ae_source=args.ae or args.sd)
+        validate_build_inputs(cfg.sd, cfg.ae, cfg.model_config, overrides, cfg.out)
+        sd_state = load_state_dict(cfg.sd)
+        ae_state = load_state_dict(cfg.ae) if cfg.ae else None
+        seed_everything(cfg.seed)
+        model = create_model(cfg.model_config, overrides=overrides)
+        state, report = assemble_state_dict(model, sd_state, ae_state, sd_source=cfg.sd, ae_source=cfg.ae or cfg.sd)
         load_weights(model, state, strict=True, source="assembled state dict")
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = Path(cfg.out)
     save_state_dict(model.state_dict(), out)
     print(report.summary())
     print(f"wrote {out}")
-    if args.also_ckpt and out.suffix != ".ckpt":
+    if cfg.also_ckpt and out.suffix != ".ckpt":
         save_state_dict(model.state_dict(), out.with_suffix(".ckpt"))
         print(f"wrote {out.with_suffix('.ckpt')}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlmdiff.errors import cli_main
+
+    sys.exit(cli_main(main))

@@ -2,7 +2,8 @@
 
 Every field of the schema (declared with :func:`vlmdiff.run_config.setting`) is a flag ``--name`` with its
 help text, its default and its choices (a registry's names); its ``aliases`` (the reference's flag names)
-are further option strings of the same flag. On top of the flags:
+are further option strings of the same flag, and further keys of the same setting in ``--config`` files
+and ``key=value`` (``caption_model=_blip`` is ``caption_folder=_blip``). On top of the flags:
 
 * ``--config FILE``: a YAML file of the same settings;
 * ``key=value`` anywhere on the command line (before, between or after flags), in YAML syntax
@@ -30,7 +31,7 @@ import typing
 from dataclasses import MISSING, Field, fields
 from typing import Any, Sequence
 
-from vlmdiff.run_config import closest, config_yaml, resolve_run_config, unknown_setting
+from vlmdiff.run_config import closest, config_yaml, key_aliases, resolve_run_config, unknown_setting
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # key=value (a dotted key reaches into a nested value)
 
@@ -174,7 +175,7 @@ class ConfigCommandLine:
             if not OVERRIDE.match(token):
                 raise UsageError(f"unexpected argument {token!r}: settings are --name value or name=value")
             key = token.split("=", 1)[0].split(".", 1)[0]
-            if key not in {f.name for f in fields(self.schema)}:
+            if key not in {f.name for f in fields(self.schema)} | key_aliases(self.schema).keys():
                 raise UsageError(unknown_setting(key, self.schema))
         return args
 

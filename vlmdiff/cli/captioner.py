@@ -48,6 +48,11 @@ def main(argv=None, prog=None) -> int:
         if flags[key] is None and env in os.environ:
             flags[key] = int(os.environ[env])
     cfg = cli.resolve(args, flags)
+    return run(cfg)
+
+
+def run(cfg: CaptionerConfig) -> int:
+    """Caption the data set of ``cfg``; 0 when done (:mod:`vlmdiff.pipelines.caption`)."""
     from vlmdiff.captioning import run_captioning  # after the settings: --help answers without torch
     from vlmdiff.data import build_dataset
     from vlmdiff.validate import validate_captioner_config

@@ -152,7 +152,7 @@ def main(argv=None, prog=None) -> int:
     if not sd:  # a randomly initialised stand-in, written in Stable Diffusion's layout
         sd = str(work / "random_sd.safetensors")
         write_random_sd(TINY, sd, seed=args.seed)
-    rc = build_model.main(["--sd", sd, "--ae", ae_ckpt, "--config", str(TINY), "--out", str(assembled),
+    rc = build_model.main(["--sd", sd, "--ae", ae_ckpt, "--model_config", str(TINY), "--out", str(assembled),
                            "--seed", str(args.seed)])
     if rc:
         return rc

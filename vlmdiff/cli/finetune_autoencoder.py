@@ -13,7 +13,6 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.io import atomic_path
 from vlmdiff.cli.builder import ConfigCommandLine
 from vlmdiff.run_config import AEConfig, save_run_config
 
@@ -44,6 +43,12 @@ def load_autoencoder(cfg: AEConfig):
 def main(argv=None, prog=None) -> int:
     cli = command_line(prog)
     cfg = cli.resolve(cli.parse_args(argv))
+    return run(cfg)
+
+
+def run(cfg: AEConfig) -> int:
+    """Finetune the autoencoder of ``cfg`` (or continue its run); 0 when done, 2 for bad LPIPS or weights
+    (:mod:`vlmdiff.pipelines.finetune_autoencoder`)."""
     import lightning as L  # after the settings: --help and --print_config answer without torch
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -52,6 +57,7 @@ def main(argv=None, prog=None) -> int:
 
     from utils.seed import seed_everything
     from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
+    from vlmdiff.checkpoint import save_state_dict
     from vlmdiff.data import build_dataset
     from vlmdiff.validate import validate_autoencoder_config
 
@@ -98,8 +104,7 @@ def main(argv=None, prog=None) -> int:
                         callbacks=[checkpoints], logger=CSVLogger(run, name="csv", version=""))
     trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
     out = run / "autoencoder.ckpt"
-    with atomic_path(out) as tmp:
-        torch.save({"state_dict": module.autoencoder.state_dict()}, tmp)
+    save_state_dict(module.autoencoder.state_dict(), out)
     print(f"wrote {out} (use it as build_model.py --ae)")
     return 0
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlmdiff.cli.builder import ConfigCommandLine
-from vlmdiff.data import read_caption_files, read_coco_captions
 from vlmdiff.features import EXTRACTORS
 from vlmdiff.run_config import TestConfig, save_run_config
 
@@ -44,7 +42,8 @@ def command_line(prog=None) -> ConfigCommandLine:
     cli.add_argument("--force_settings", action="store_true",
                      help="--predict: allow settings that differ from those the threshold was fitted with")
     cli.add_argument("--skip_bad_images", action="store_true",
-                     help="--predict: leave out (and list in skipped.txt) images that cannot be read")
+                     help="leave out (and list in skipped.txt) the images that cannot be read, of the test split or "
+                     "of the --predict folder")
     cli.add_argument("--threshold_class", metavar="CLASS",
                      help="--predict: use this class's threshold instead of the all-class one")
     cli.add_argument("--predict_out", metavar="FOLDER", help="--predict: output folder (default <run>/predict)")
@@ -58,26 +57,12 @@ def resolve(cli: ConfigCommandLine, args) -> TestConfig:
     return cli.resolve(args, flags)
 
 
-def caption_source(cfg: TestConfig):
-    """Test captions; for COCO-AD ``--caption_folder`` is the caption-file suffix, as in the reference
-    (``<root>/annotations/captions_val2017<suffix>.json``; ``""``: the official human captions)."""
-    if not cfg.use_captions:
-        return None
-    if cfg.data_set == "coco":
-        return read_coco_captions(Path(cfg.data_path) / "annotations" / f"captions_val2017{cfg.caption_folder}.json")
-    folder = Path(cfg.caption_folder)
-    if not folder.is_absolute() and not folder.exists():
-        folder = Path(cfg.data_path).parent / cfg.caption_folder  # the reference: a sibling of the root
-    return read_caption_files(folder, "test")
-
-
 def load_model(cfg: TestConfig, device: torch.device):
     from vlmdiff.features import build_extractor
     from vlmdiff.model import create_model
 
-    model = create_model(cfg.model_config)
+    model = create_model(cfg.model_config, params={"only_mid_control": cfg.only_mid_control})  # the run config's
     model.load_checkpoint(cfg.resume_path)
-    model.only_mid_control = cfg.only_mid_control  # True: the routing of the reference's scripts
     return model.to(device).eval(), build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
 
 
@@ -91,24 +76,31 @@ def main(argv=None, prog=None) -> int:
     cli = command_line(prog)
     args = cli.parse_args(argv)
     cfg = resolve(cli, args)
-    import torch  # after the settings: --help and --print_config answer without torch
-
-    from utils.seed import seed_everything
-    from vlmdiff.data import build_dataset
-    from vlmdiff.report import markdown_table
-    from vlmdiff.testing import distributed_context, evaluate_run, prepare_run_dir, run_batches
-    from vlmdiff.validate import check_split_images, validate_test_config
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.predict:
         return predict(args, cfg)
-    validate_test_config(cfg, eval_only=args.run_eval_only)
-    bad = None if args.run_eval_only else check_split_images(cfg, "test", skip=bool(args.skip_bad_images))
+    return run(cfg, eval_only=args.run_eval_only, skip_bad_images=args.skip_bad_images)
+
+
+def run(cfg: TestConfig, *, eval_only: bool = False, skip_bad_images: bool = False) -> int:
+    """Test the model of ``cfg`` (or resume the run), then report; ``eval_only``: only the metrics of the stored
+    results; ``skip_bad_images``: leave unreadable images out. 0 when done (:mod:`vlmdiff.pipelines.test`)."""
+    import torch  # after the settings: --help and --print_config answer without torch
+
+    from utils.seed import seed_everything
+    from vlmdiff.data import build_dataset, caption_source
+    from vlmdiff.report import markdown_table
+    from vlmdiff.testing import distributed_context, evaluate_run, prepare_run_dir, run_batches
+    from vlmdiff.validate import check_split_images, resolve_device, validate_test_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    validate_test_config(cfg, eval_only=eval_only)
+    bad = None if eval_only else check_split_images(cfg, "test", skip=bool(skip_bad_images))
     rank, world = distributed_context()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         rank, world = distributed_context()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     if rank == 0:
@@ -116,10 +108,10 @@ def main(argv=None, prog=None) -> int:
         save_run_config(cfg, cfg.run_dir / "test_config.yaml")
     if world > 1:
         torch.distributed.barrier()
-    if not args.run_eval_only:
+    if not eval_only:
         seed_everything(cfg.seed)
         dataset = build_dataset(cfg.data_set, cfg.data_path, "test", image_size=cfg.image_size, classes=cfg.classes,
-                                captions=caption_source(cfg), coco_part=cfg.coco_part, exclude=[p for p, _ in bad])
+                                captions=caption_source(cfg, "test"), coco_part=cfg.coco_part, exclude=[p for p, _ in bad])
         model, extractor = load_model(cfg, device)
         run_batches(model, extractor, dataset, cfg, rank=rank, world_size=world)
     if world > 1:

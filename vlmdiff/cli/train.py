@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from vlmdiff.cli.builder import ConfigCommandLine
-from vlmdiff.data import read_caption_files, read_coco_captions
 from vlmdiff.run_config import TrainConfig, save_run_config
 
 
@@ -24,21 +22,17 @@ def command_line(prog=None) -> ConfigCommandLine:
     return ConfigCommandLine(TrainConfig, prog=prog, description=__doc__)
 
 
-def caption_source(cfg: TrainConfig):
-    if not cfg.use_captions:
-        return None
-    root = Path(cfg.data_path)
-    if cfg.data_set == "coco":
-        return read_coco_captions(root / "annotations" / f"captions_train2017{cfg.caption_model}.json")
-    folder = Path(cfg.caption_folder)
-    return read_caption_files(folder if folder.is_dir() else root.parent / cfg.caption_folder, "train")
-
-
 def main(argv=None, prog=None) -> int:
     cli = command_line(prog)
     cfg = cli.resolve(cli.parse_args(argv))
+    return run(cfg)
+
+
+def run(cfg: TrainConfig) -> int:
+    """Train (or resume) the run of ``cfg``; 0 when done (the stage's library entry:
+    :mod:`vlmdiff.pipelines.train`)."""
     from utils.seed import seed_everything  # after the settings: --help and --print_config answer without torch
-    from vlmdiff.data import build_dataset
+    from vlmdiff.data import build_dataset, caption_source
     from vlmdiff.training import fit, last_checkpoint
     from vlmdiff.validate import validate_train_config
 
@@ -46,7 +40,7 @@ def main(argv=None, prog=None) -> int:
     validate_train_config(cfg, resume_from=last_checkpoint(cfg))
     seed_everything(cfg.seed)
     dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, classes=cfg.classes,
-                            captions=caption_source(cfg), coco_part=cfg.coco_part)
+                            captions=caption_source(cfg, "train"), coco_part=cfg.coco_part)
     save_run_config(cfg, cfg.run_dir / "train_config.yaml")
     last = fit(cfg, dataset)
     print(f"last checkpoint: {last}")

@@ -86,6 +86,35 @@ def read_caption_files(folder: str | os.PathLike, split: str) -> Captions:
     return out
 
 
+# COCO-AD training's caption-file suffix when ``caption_folder`` is null (the reference's training default)
+COCO_DEFAULT_SUFFIX = "_internvl"
+COCO_FILES = {"train": "captions_train2017", "test": "captions_val2017"}
+
+
+def caption_source(cfg, split: str) -> Captions | None:
+    """The captions a training or test run reads for ``split`` (None without ``cfg.use_captions``).
+
+    ``cfg.caption_folder`` names them, for both stages alike. COCO-AD: the caption-file suffix,
+    ``<data_path>/annotations/captions_{train,val}2017<suffix>.json`` (``""``: the human captions; null:
+    :data:`COCO_DEFAULT_SUFFIX`). Other data sets: a folder of caption files (:func:`read_caption_files`),
+    given as a path (absolute, or an existing folder relative to the working directory) or as the name of a
+    sibling of the dataset root (the captioner writes it there).
+    """
+    if not cfg.use_captions:
+        return None
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root, name = Path(cfg.data_path), cfg.caption_folder
+    if cfg.data_set == "coco":
+        suffix = COCO_DEFAULT_SUFFIX if name is None else name
+        return read_coco_captions(root / "annotations" / f"{COCO_FILES[split]}{suffix}.json")
+    if not name:
+        raise ValueError("caption_folder: not set (the caption folder that use_captions reads, a sibling of the "
+                         "dataset root or a path)")
+    folder = Path(name)
+    return read_caption_files(folder if folder.is_absolute() or folder.is_dir() else root.parent / name, split)
+
+
 def read_coco_captions(path: str | os.PathLike) -> Captions:
     """COCO caption format → ``{12-digit image id: all captions concatenated}``."""
     path = Path(path)

@@ -1,0 +1,19 @@
+"""The pipeline's stages as library calls: each module has ``Config`` (the stage's run config, from
+:mod:`vlmdiff.run_config`) and ``run(cfg)`` (what its command line runs once the settings are resolved).
+
+| module | stage | command |
+|---|---|---|
+| :mod:`vlmdiff.pipelines.caption` | caption the images with a VLM | ``captioner.py``, ``vlmdiff caption`` |
+| :mod:`vlmdiff.pipelines.finetune_autoencoder` | finetune the autoencoder | ``finetune_autoencoder.py`` |
+| :mod:`vlmdiff.pipelines.assemble` | the training-start checkpoint | ``build_model.py``, ``vlmdiff build-model`` |
+| :mod:`vlmdiff.pipelines.train` | train the SGN and the UNet decoder | ``train.py``, ``vlmdiff train`` |
+| :mod:`vlmdiff.pipelines.test` | test and report the metrics | ``test.py``, ``vlmdiff test`` |
+| :mod:`vlmdiff.pipelines.predict` | score unlabeled images | ``test.py --predict``, ``vlmdiff predict`` |
+
+    from vlmdiff.pipelines import train
+    train.run(train.Config(data_path="data/mvtec", max_epochs=1))
+
+The demo (``scripts/demo.py``, :mod:`vlmdiff.cli.demo`) chains these stages at toy size.
+"""
+
+STAGES = ("caption", "finetune_autoencoder", "assemble", "train", "test", "predict")
