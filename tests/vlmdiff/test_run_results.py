@@ -6,33 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import torch.nn.functional as F
-from torch import nn
 
+from tests.stand_ins import NoisyCopy, extractor
 from utils.io import write_json
 from vlmdiff import testing
 from vlmdiff.data import build_dataset
 from vlmdiff.data.synthetic import generate
-
-
-class NoisyCopy(nn.Module):
-    """Stands in for VLMDiff: the 'reconstruction' is the image plus its upsampled start noise."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(1))
-
-    def latent_shape(self, height, width):
-        return 4, height // 8, width // 8
-
-    def reconstruct(self, images, hints=None, captions=None, *, noise, posterior_noise, **_):
-        bump = F.interpolate(noise[:, :3] + posterior_noise[:, 1:], size=images.shape[-2:], mode="nearest")
-        return {"samples": images + 0.5 * bump}
-
-
-def extractor(x):
-    return [x, F.avg_pool2d(x, 4)]
 
 
 @pytest.fixture
