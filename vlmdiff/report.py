@@ -31,6 +31,11 @@ HEADERS = {"AUROC_I": "mAU-ROC_I", "AP_I": "mAP_I", "F1max_I": "mF1-max_I", "AUR
            "AP_P": "mAP_P", "F1max_P": "mF1-max_P", "AUPRO": "mAU-PRO_R"}
 
 
+def header(metric: str) -> str:
+    """The paper's column name of a metric; a metric without one is shown under its own key."""
+    return HEADERS.get(metric, metric)
+
+
 # ----------------------------------------------------------------------------- tables
 def _fmt(v: float) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
@@ -38,7 +43,7 @@ def _fmt(v: float) -> str:
 
 def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """Per-class rows then the mean, values in % with one decimal (as the paper's table)."""
-    lines = ["| class | " + " | ".join(HEADERS[m] for m in METRICS) + " |",
+    lines = ["| class | " + " | ".join(header(m) for m in METRICS) + " |",
              "|---|" + "---|" * len(METRICS)]
     for cls, vals in results.items():
         name = f"**{cls}**" if cls == "mean" else cls
@@ -182,7 +187,7 @@ def write_html_report(path: str | os.PathLike, results: Mapping[str, Mapping[str
     rows = "".join(
         f"<tr><td>{'<b>mean</b>' if c == 'mean' else html.escape(c)}</td>"
         + "".join(f"<td>{_fmt(v[m])}</td>" for m in METRICS) + "</tr>" for c, v in results.items())
-    head = "".join(f"<th>{HEADERS[m]}</th>" for m in METRICS)
+    head = "".join(f"<th>{header(m)}</th>" for m in METRICS)
     plot_html = "".join(f'<img class="plot" src="{rel(p)}" alt="curves">' for p in plots)
     def card(g: Mapping) -> str:
         labels = list(g.get("labels") or [Path(p).name for p in g["images"]])

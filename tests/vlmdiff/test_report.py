@@ -50,6 +50,16 @@ def test_tables(result_set, tmp_path):
     assert markdown_table(results).count("\n") == 5
 
 
+def test_a_new_metric_needs_no_header_entry(monkeypatch, tmp_path):
+    from vlmdiff import report
+
+    monkeypatch.setattr(report, "METRICS", (*report.METRICS, "NEW"))
+    results = {"a": {**dict.fromkeys(report.METRICS, 0.5)}, "mean": {**dict.fromkeys(report.METRICS, 0.5)}}
+    assert "| NEW |" in report.markdown_table(results) and "50.0" in report.markdown_table(results)
+    report.write_html_report(tmp_path / "index.html", results, plots=[], gallery=[], config={})
+    assert "<th>NEW</th>" in (tmp_path / "index.html").read_text()
+
+
 def test_visual_colours_and_no_wraparound(tmp_path):
     rgb = np.zeros((3, 16, 16))
     rgb[0] = 1.0  # pure red input
