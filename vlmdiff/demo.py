@@ -77,11 +77,11 @@ def compare_tables(metrics: Mapping, untrained: Mapping, mode: str = "paper") ->
 def normal_distances(run: str | os.PathLike) -> dict[str, float]:
     """Mean ``l1_sample`` and ``l1_autoencoder`` of a test run's normal images, from its ``per_image.csv``:
     the distances of the very reconstructions the run scored (:func:`vlmdiff.testing.reconstruction_distances`;
-    ``l1_autoencoder`` is NaN unless the run saved visuals)."""
+    ``l1_autoencoder`` is NaN unless the run saved visuals; both are NaN without normal test images)."""
     with open(Path(run) / "per_image.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["label"] == "0"]
-    if not rows:
-        raise ValueError(f"{run}: no normal test images, so no reconstruction distance")
+    if not rows:  # a folder without normal test images: no distance to report
+        return {"samples": float("nan"), "autoencoder": float("nan")}
 
     def mean(column: str) -> float:
         values = [float(r[column]) for r in rows if r[column] != ""]
