@@ -80,6 +80,9 @@ def test_per_image_csv_records_how_far_each_reconstruction_is_from_its_input(fil
     normal = [float(r["l1_sample"]) for r in rows if r["label"] == "0"]
     got = normal_distances(cfg.run_dir)
     assert got["samples"] == pytest.approx(sum(normal) / len(normal)) and np.isnan(got["autoencoder"])
+    (cfg.run_dir / "per_image.csv").write_text("\n".join(
+        line for line in (cfg.run_dir / "per_image.csv").read_text().splitlines() if ",0," not in line) + "\n")
+    assert all(np.isnan(v) for v in normal_distances(cfg.run_dir).values())  # no normal image left
 
 
 def test_grown_dataset_scores_only_new_images_and_shrunk_reports_only_present(files, data, monkeypatch):
