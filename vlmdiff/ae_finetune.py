@@ -13,7 +13,6 @@ LPIPS needs VGG16 weights (torchvision layout, ``features.<i>``) and the LPIPS l
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import Dataset
 
 from ldm.models.autoencoder import AutoencoderKL
 from vlmdiff.checkpoint import load_state_dict, load_strict
+from vlmdiff.optim import warmup_cosine_to_tenth
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def pretrain_autoencoder(autoencoder: AutoencoderKL, dataset: Dataset, *, steps:
 
     params = [p for p in autoencoder.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=learning_rate, betas=(0.5, 0.9))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * s / max(steps, 1))))
+    sched = warmup_cosine_to_tenth(opt, steps)
     g = torch.Generator().manual_seed(seed)
     history = []
 

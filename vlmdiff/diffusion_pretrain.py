@@ -12,7 +12,6 @@ frozen, and :func:`sd_layout_state_dict` writes the result in Stable Diffusion's
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -21,6 +20,7 @@ from torch.utils.data import Dataset
 
 from ldm.modules.unet import UNetModel
 from vlmdiff.model import VLMDiff
+from vlmdiff.optim import warmup_cosine_to_tenth
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,7 @@ def pretrain_unet(model: VLMDiff, moments: torch.Tensor, *, steps: int, batch_si
     params = list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
 
-    def lr_factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warmup) / max(steps - warmup, 1)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = warmup_cosine_to_tenth(opt, steps, warmup)
     g = torch.Generator().manual_seed(seed)
     context = model.get_learned_conditioning([caption]).expand(batch_size, -1, -1)
     history = []

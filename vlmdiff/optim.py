@@ -11,6 +11,7 @@ optional ``bitsandbytes`` package and CUDA parameters.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Iterable
 
 import torch
@@ -60,3 +61,14 @@ def build_optimizer(params: Iterable[nn.Parameter], name: str = "adamw", *, lr: 
                               "(pip install bitsandbytes)") from err
         return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer={name!r} is unknown; valid: {list(OPTIMIZERS)}")
+
+
+def warmup_cosine_to_tenth(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 0):
+    """A scheduler (one ``step()`` per update) whose factor rises linearly over ``warmup`` updates, then
+    follows a cosine from 1 down to a tenth at update ``steps``: the pretraining scripts' schedule."""
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warmup) / max(steps - warmup, 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
