@@ -16,6 +16,7 @@ from vlmdiff.cli import captioner as caption_cli
 from vlmdiff.cli import finetune_autoencoder as ae_cli
 from vlmdiff.cli import test as test_cli
 from vlmdiff.cli import train as train_cli
+from vlmdiff.pipelines import test as test_stage
 from tests.conftest import FULL_CONFIG, TINY_CONFIG
 from utils.seed import seed_everything
 from vlmdiff.data.synthetic import generate
@@ -280,7 +281,7 @@ def test_predict_inherits_and_skips_bad_images(env, capsys):
 
 def test_corrupt_test_image_stops_before_the_model_loads(env, capsys, monkeypatch):
     tmp, _ = env
-    monkeypatch.setattr(test_cli, "load_model", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(test_stage, "load_model", lambda *a: pytest.fail("the model was loaded"))
     status, err = run_cli(test_cli.main, eval_args(tmp, tmp / "bad_test"), capsys)
     assert status == 2 and "000.png: cannot decode image" in err[0] and "--skip_bad_images" in err[0]
     assert not (tmp / "out").exists()

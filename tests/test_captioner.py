@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from vlmdiff.cli import captioner
+from vlmdiff.pipelines import caption as caption_stage
 from vlmdiff.captioning import (PROMPTS, EndpointError, OpenAICaptioner, TemplateCaptioner, progress_path,
                                 resolve_prompt, run_captioning, shard_range)
 from vlmdiff.data import build_dataset, read_caption_files, read_coco_captions
@@ -88,7 +89,7 @@ def test_template_end_to_end(dataset, tmp_path):
 
 def test_kill_and_resume_equals_uninterrupted(dataset, tmp_path, monkeypatch):
     def run(backend, out, *extra):
-        monkeypatch.setattr(captioner, "build_captioner", lambda *a, **k: backend)
+        monkeypatch.setattr(caption_stage, "build_captioner", lambda *a, **k: backend)
         return captioner.main(["--data_set", "mvtec", "--data_path", str(dataset), "--backend", "openai",
                                "--api_base", "http://unused", "--vlm_model", "fake", "--batch_size", "3",
                                "--output_dir", str(out), *extra])

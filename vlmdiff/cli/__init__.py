@@ -10,8 +10,9 @@
 | ``vlmdiff predict FOLDER ...`` | ``python test.py --predict FOLDER ...`` | :mod:`vlmdiff.cli.test` |
 | ``vlmdiff demo ...`` | ``python scripts/demo.py ...`` | :mod:`vlmdiff.cli.demo` |
 
-Each module has ``main(argv=None, prog=None) -> int``; it imports torch only after its arguments are parsed, so
-``--help`` answers at once.
+Each module has ``main(argv=None, prog=None) -> int``: it builds the stage's command line from its run config
+(:mod:`vlmdiff.cli.builder`) and calls the stage's ``run(cfg)`` in :mod:`vlmdiff.pipelines`, where the stage's
+code lives; torch is imported only there, after the arguments are parsed, so ``--help`` answers at once.
 """
 
 from __future__ import annotations

@@ -15,32 +15,21 @@ is read from the OPENAI_API_KEY environment variable (never saved).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from pathlib import Path
 
-from vlmdiff.captioning import build_captioner, resolve_prompt
 from vlmdiff.cli.builder import ConfigCommandLine
-from vlmdiff.data.captions import folder_name
-from vlmdiff.run_config import CaptionerConfig, save_run_config
-
-log = logging.getLogger("captioner")
+from vlmdiff.pipelines.caption import Config, run
 
 
 def command_line(prog=None) -> ConfigCommandLine:
     """Every CaptionerConfig setting a flag (``vlmdiff.cli.builder``)."""
-    return ConfigCommandLine(CaptionerConfig, prog=prog, description=__doc__)
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    return ConfigCommandLine(Config, prog=prog, description=__doc__)
 
 
 def main(argv=None, prog=None) -> int:
+    """The settings of the command line (shards from WORLD_SIZE / RANK), then
+    :func:`vlmdiff.pipelines.caption.run`."""
     cli = command_line(prog)
     args = cli.parse_args(argv)
     flags = cli.flags(args)
@@ -49,44 +38,6 @@ def main(argv=None, prog=None) -> int:
             flags[key] = int(os.environ[env])
     cfg = cli.resolve(args, flags)
     return run(cfg)
-
-
-def run(cfg: CaptionerConfig) -> int:
-    """Caption the data set of ``cfg``; 0 when done (:mod:`vlmdiff.pipelines.caption`)."""
-    from vlmdiff.captioning import run_captioning  # after the settings: --help answers without torch
-    from vlmdiff.data import build_dataset
-    from vlmdiff.validate import validate_captioner_config
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    validate_captioner_config(cfg)
-    prompt_type = "custom" if cfg.prompt else cfg.prompt_type
-    prompt = resolve_prompt(cfg.data_set, cfg.prompt_type, cfg.prompt)
-    backend = build_captioner(cfg.backend, model_path=cfg.model_path, api_base=cfg.api_base, api_model=cfg.api_model,
-                              api_key=os.environ.get("OPENAI_API_KEY"), device=resolve_device(cfg.device),
-                              dtype=cfg.dtype, max_new_tokens=cfg.max_new_tokens,
-                              trust_remote_code=cfg.trust_remote_code, timeout=cfg.timeout, retries=cfg.retries,
-                              concurrency=cfg.concurrency)
-    cfg.vlm_model = cfg.vlm_model or backend.name.lower()
-    root = Path(cfg.data_path).resolve()
-    out = Path(cfg.output_dir or root.parent / folder_name(cfg.data_set, cfg.vlm_model, prompt_type))
-    shard = "" if cfg.num_shards == 1 else f"_shard{cfg.shard_index}of{cfg.num_shards}"
-    save_run_config(cfg, out / f"captioner_config{shard}.yaml")
-    results = []
-    for split in ("train",) if cfg.only_train_set else ("train", "test"):
-        records = build_dataset(cfg.data_set, root, split, coco_part=cfg.coco_part).records
-        start, end = (cfg.start_ind, cfg.end_ind) if split == "train" else (0, None)
-        results.append(run_captioning(records, backend, prompt, out, split, cfg.data_set, cfg.vlm_model,
-                                      batch_size=cfg.batch_size, shard_index=cfg.shard_index,
-                                      num_shards=cfg.num_shards, start=start, end=end, resume=cfg.resume,
-                                      coco_annotations_dir=root / "annotations"))
-    print(f"captions of {cfg.data_set} by {cfg.vlm_model} ({cfg.backend}"
-          f"{', NOT a VLM: class-name sentences' if cfg.backend == 'template' else ''}) in {out}")
-    print(f"{'split':<6} {'range':>15} {'new':>7} {'resumed':>8} {'img/s':>8}  file")
-    for r in results:
-        name = r.captions_file.name if r.captions_file else "(empty shard)"
-        span = f"[{r.start}, {r.end})"
-        print(f"{r.split:<6} {span:>15} {r.captioned:>7} {r.resumed:>8} {r.images_per_s:>8.2f}  {name}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The pipeline's stages as library calls: each module has ``Config`` (the stage's run config, from
-:mod:`vlmdiff.run_config`) and ``run(cfg)`` (what its command line runs once the settings are resolved).
+:mod:`vlmdiff.run_config`) and ``run(cfg)`` (what its command line runs once the settings are resolved). The
+stage's code lives here; its command line (:mod:`vlmdiff.cli`) only resolves the settings and calls ``run``.
+Each module imports torch inside its functions only.
 
 | module | stage | command |
 |---|---|---|

@@ -1,6 +1,97 @@
-"""Autoencoder finetuning (``finetune_autoencoder.py``): ``Config`` and ``run(cfg)``."""
+"""Autoencoder finetuning (``finetune_autoencoder.py``, ``vlmdiff finetune-autoencoder``): ``Config``,
+``run(cfg)`` and ``load_autoencoder(cfg)``.
 
-from vlmdiff.cli.finetune_autoencoder import run
+Imports torch only inside its functions, so the command line's ``--help`` answers without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
 from vlmdiff.run_config import AEConfig as Config
+from vlmdiff.run_config import save_run_config
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "load_autoencoder", "run"]
+
+log = logging.getLogger("finetune_autoencoder")
+
+
+def load_autoencoder(cfg: Config):
+    """The autoencoder of ``cfg``'s model config, with the weights of ``cfg.resume_path`` when given."""
+    from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix  # torch: not needed by --help
+    from vlmdiff.config import instantiate, load_config
+
+    section = load_config(cfg.model_config).model.params.first_stage_config
+    ae = instantiate(section, where=f"{cfg.model_config}: first_stage_config")
+    if cfg.resume_path:
+        sd = load_state_dict(cfg.resume_path)
+        if any(k.startswith("first_stage_model.") for k in sd):
+            sd = strip_prefix(sd, "first_stage_model.")
+        load_strict(ae, {k: v for k, v in sd.items() if not k.startswith("loss.")}, source=cfg.resume_path)
+    else:
+        log.warning("no --resume_path: the autoencoder starts from random weights")
+    return ae
+
+
+def run(cfg: Config) -> int:
+    """Finetune the autoencoder of ``cfg`` (or continue its run); 0 when done, 2 for bad LPIPS or weights."""
+    import lightning as L  # here: --help and --print_config answer without torch
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from utils.seed import seed_everything
+    from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
+    from vlmdiff.checkpoint import save_state_dict
+    from vlmdiff.data import build_dataset
+    from vlmdiff.validate import validate_autoencoder_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    validate_autoencoder_config(cfg)
+    seed_everything(cfg.seed)
+    run = Path(cfg.output_dir) / cfg.exp_name
+    lpips = None
+    if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
+        print("error: --lpips_vgg and --lpips_lin go together (VGG16 weights and the LPIPS linear heads)",
+              file=sys.stderr)
+        return 2
+    try:
+        if cfg.lpips_vgg:
+            lpips = LPIPS(cfg.lpips_vgg, cfg.lpips_lin)
+        autoencoder = load_autoencoder(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    save_run_config(cfg, run / "ae_config.yaml")
+    if lpips is None:
+        log.warning("LPIPS weights not given (--lpips_vgg, --lpips_lin): training without the perceptual term")
+    dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part,
+                            classes=cfg.classes)
+    if cfg.crop_size:
+        # one seeded generator in the main process; DataLoader workers draw from their own seeded global RNG
+        own = torch.Generator().manual_seed(cfg.seed) if cfg.num_workers == 0 else None
+        dataset = RandomCrops(dataset, cfg.crop_size, generator=own)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    module = AutoencoderFinetuner(autoencoder, learning_rate=cfg.learning_rate or cfg.batch_size * 4.5e-5,
+                                  accumulate=cfg.accumulate, disc_start=cfg.disc_start, lpips=lpips)
+    max_steps = 2 * cfg.max_steps if cfg.max_steps > 0 else -1  # Lightning counts both optimisers' steps
+    # one rolling checkpoint (last.ckpt, every epoch): starting the same run again continues from it
+    checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", save_top_k=0, save_last=True, every_n_epochs=1,
+                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    resume = run / "checkpoints" / "last.ckpt"
+    resume = resume if resume.is_file() else None
+    if resume is not None:
+        log.info("resuming from %s (the last completed epoch)", resume)
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.max_epochs,
+                        max_steps=max_steps, default_root_dir=run, enable_progress_bar=cfg.progress_bar,
+                        enable_model_summary=False, log_every_n_steps=10, limit_val_batches=0,
+                        callbacks=[checkpoints], logger=CSVLogger(run, name="csv", version=""))
+    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
+    out = run / "autoencoder.ckpt"
+    save_state_dict(module.autoencoder.state_dict(), out)
+    print(f"wrote {out} (use it as build_model.py --ae)")
+    return 0

@@ -13,7 +13,7 @@ __all__ = ["Config", "run"]
 
 def run(cfg: Config, folder: str | os.PathLike, **options) -> int:
     """Score the images under ``folder`` with the model of ``cfg`` and a test run's threshold."""
-    from vlmdiff.cli.test import load_model
+    from vlmdiff.pipelines import test
     from vlmdiff.predict import predict_run
 
-    return predict_run(cfg, folder, load_model, **options)
+    return predict_run(cfg, folder, test.load_model, **options)
