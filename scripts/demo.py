@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The whole VLMDiff pipeline on a CPU in minutes (`vlmdiff demo`; the code: vlmdiff/cli/demo.py)."""
+"""The whole VLMDiff pipeline on a CPU in minutes (`vlmdiff demo`; the command line: vlmdiff/cli/demo.py, the
+code: vlmdiff/pipelines/demo.py)."""
 
 import sys
 

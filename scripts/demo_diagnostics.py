@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     if settings.get("data_path") or not (data / "synthetic_dataset.json").is_file():
         print(f"error: {work}: the bounds need the synthetic benchmark (this run used --data_path)", file=sys.stderr)
         return 2
-    from vlmdiff.cli.demo import configure_cpu
+    from vlmdiff.pipelines.demo import configure_cpu
 
     configure_cpu(args.threads)
     import torch

@@ -14,6 +14,7 @@ from vlmdiff.cli import test as test_cli
 from vlmdiff.cli import train as train_cli
 from vlmdiff.cli.builder import ConfigCommandLine, UsageError, field_default, show
 from vlmdiff.errors import cli_main
+from vlmdiff.features import EXTRACTORS
 from vlmdiff.run_config import AEConfig, BuildConfig, CaptionerConfig, TestConfig, TrainConfig, result_keys, setting
 
 STAGES = {"train": (train_cli, TrainConfig), "test": (test_cli, TestConfig)}
@@ -225,3 +226,81 @@ def test_the_fingerprint_reads_the_results_tags():
         "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps", "guidance_scale",
         "start_timestep", "start_mode", "sigma", "seed", "precision", "channels_last", "compile", "batch_invariant")
     assert set(testing.fingerprint(TestConfig())) == set(testing.RESULT_KEYS)
+
+
+# the demo's flags before its command line was built from DemoConfig: each keeps its name and its default
+DEMO_FLAGS = {"work_dir": "runs/demo", "data_path": None, "classes": None, "image_size": 128, "n_train": 24,
+              "n_test_good": 6, "n_test_defect": 10, "sd": None, "ae_init": None, "ae_steps": 100, "ae_crop": 0,
+              "ae_batch_size": 8, "ae_learning_rate": 3e-4, "epochs": 20, "batch_size": 8, "learning_rate": 1e-3,
+              "only_mid_control": True, "captions": "template", "ddim_steps": 10, "scorer": "effnet_lite0_s16",
+              "test_batch_size": 8, "threads": 0, "seed": 0}
+
+
+def test_the_demo_lists_every_setting_with_its_default(capsys, monkeypatch):
+    from vlmdiff.cli import demo as demo_cli
+    from vlmdiff.run_config import DemoConfig
+
+    entries = help_entries(demo_cli, capsys, monkeypatch)
+    assert [f.name for f in fields(DemoConfig)] == list(DEMO_FLAGS)
+    for f in fields(DemoConfig):
+        entry = entries.get(f"--{f.name}")
+        assert entry is not None, f"--{f.name} missing from demo --help"
+        assert f"(default: {show(DEMO_FLAGS[f.name])})" in entry, entry
+        assert len(entry) > len(f"--{f.name}") + 30, f"--{f.name} has no help text"
+    assert "{" + ",".join(EXTRACTORS) + "}" in entries["--scorer"]
+    assert "--captions {template,none}" in entries["--captions"]
+    assert "DemoConfig" in entries["--config"] and "--print_config" in entries
+
+
+def test_the_demo_takes_its_flags_as_before_and_as_settings(tmp_path, capsys):
+    from vlmdiff.cli import demo as demo_cli
+
+    cli = demo_cli.command_line()
+    before = ["--work_dir", "w", "--classes", "disc", "weave", "--n_train", "8", "--only_mid_control", "false",
+              "--captions", "none", "--sd", "", "--ae_learning_rate", "1e-4", "--threads", "1"]
+    cfg = cli.resolve(cli.parse_args(before))
+    assert (cfg.work_dir, cfg.classes, cfg.n_train, cfg.only_mid_control, cfg.captions, cfg.sd) == \
+           ("w", ["disc", "weave"], 8, False, "none", "")
+    assert (cfg.ae_learning_rate, cfg.threads, cfg.epochs) == (1e-4, 1, 20)
+    # the same settings as key=value, from a file, and a list flag followed by key=value
+    run = tmp_path / "demo.yaml"
+    run.write_text("classes: [disc]\nepochs: 2\n")
+    cfg = cli.resolve(cli.parse_args(["--config", str(run), "--classes", "weave", "grass", "n_train=4",
+                                      "only_mid_control=false"]))
+    assert (cfg.classes, cfg.epochs, cfg.n_train, cfg.only_mid_control) == (["weave", "grass"], 2, 4, False)
+    assert cli.resolve(cli.parse_args(["--only_mid_control", "true", "--classes", "a,b"])).classes == ["a", "b"]
+    with pytest.raises(SystemExit) as exit_:
+        demo_cli.main(["--print_config", "--work_dir", str(tmp_path / "w"), "epochs=3"])
+    assert exit_.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == {**DEMO_FLAGS, "work_dir": str(tmp_path / "w"), "epochs": 3}
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["n_tran=8"], "error: unknown setting 'n_tran'; did you mean 'n_train'?"),
+    (["--ae_stpes", "4"], "error: unknown flag '--ae_stpes'; did you mean '--ae_steps'?"),
+    (["--captions", "templat"], "error: argument --captions: 'templat' is not a valid captions; did you mean "
+                                "'template'?"),
+    (["--only_mid_control", "maybe"], "error: unexpected argument 'maybe'"),
+    (["--only_mid_control=maybe"], "error: argument --only_mid_control: 'maybe' is not true or false"),
+    (["--classes", "epochs=2"], "error: argument --classes: expected at least one value"),
+])
+def test_a_misspelt_demo_setting_names_the_closest_one(argv, message, tmp_path, capsys, monkeypatch):
+    from vlmdiff.cli import demo as demo_cli
+
+    monkeypatch.setattr(demo_cli, "run", lambda cfg: pytest.fail(f"the demo ran with {cfg}"))
+    assert cli_main(demo_cli.main, ["--work_dir", str(tmp_path / "w"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_boolean_takes_true_or_false_after_its_flag():
+    cli = train_cli.command_line()
+    for argv, expected in ((["--use_captions", "false"], False), (["--use_captions", "TRUE"], True),
+                           (["--use_captions=false"], False), (["--no_use_captions", "--use_captions"], True),
+                           (["--use_captions", "image_size=64"], True)):
+        args = cli.parse_args(["--data_path", "d", *argv])
+        assert args.use_captions is expected, argv
+    assert cli.resolve(cli.parse_args(["--data_path", "d", "--use_captions", "image_size=64"])).image_size == 64

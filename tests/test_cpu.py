@@ -5,7 +5,7 @@ import os
 import torch
 
 from utils import cpu
-from vlmdiff.cli import demo
+from vlmdiff.pipelines import demo
 
 
 def test_a_blip_in_one_reading_is_ignored_a_steady_load_is_not(monkeypatch):

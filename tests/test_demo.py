@@ -16,6 +16,69 @@ from vlmdiff.metrics import METRICS, evaluate
 SMALL = ["--ae_steps", "4", "--epochs", "2", "--ddim_steps", "2", "--threads", "1"]
 
 
+def old_stage_configs(cfg, work, data, data_set, classes):
+    """The stages' settings as the demo gave them before, as command lines of the stage scripts."""
+    from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER
+    from vlmdiff.cli import build_model, finetune_autoencoder
+    from vlmdiff.cli import test as test_cli
+    from vlmdiff.cli import train as train_cli
+    from vlmdiff.config import TINY_CONFIG as TINY
+    from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD
+
+    captions = work / "data" / "demo_captions_template_pd"
+    cls_override = [f"classes=[{','.join(classes)}]"] if classes else []
+    common = ["--data_set", data_set, "--data_path", str(data), "--output_dir", str(work)]
+    ae = ["--resume_path", str(BUNDLED_TINY_AUTOENCODER), "--model_config", str(TINY), *common, "--exp_name",
+          "autoencoder", "--image_size", str(cfg.image_size), "--crop_size", str(cfg.ae_crop), "--batch_size",
+          str(cfg.ae_batch_size), "--accumulate", "1", "--learning_rate", str(cfg.ae_learning_rate), "--max_steps",
+          str(cfg.ae_steps), "--max_epochs", "-1", "--num_workers", "0", "--accelerator", "cpu",
+          "progress_bar=false", *cls_override]
+    assembled = work / "vlmdiff_tiny_start.safetensors"
+    build = ["--sd", str(BUNDLED_TINY_SD), "--ae", str(work / "autoencoder" / "autoencoder.ckpt"), "--model_config",
+             str(TINY), "--out", str(assembled), "--seed", str(cfg.seed)]
+    routing = f"only_mid_control={str(cfg.only_mid_control).lower()}"
+    train = ["--resume_path", str(assembled), "--model_config", str(TINY), *common, "--exp_name", "train",
+             *(["--use_captions", "--caption_folder", str(captions)] if cfg.captions == "template" else []),
+             "--batch_size", str(cfg.batch_size), "--accumulate_grad_batches", "1", "--learning_rate",
+             str(cfg.learning_rate), "--max_epochs", str(cfg.epochs), "--every_n_epochs", str(cfg.epochs),
+             "--num_workers", "0", "--accelerator", "cpu", "--seed", str(cfg.seed), f"image_size={cfg.image_size}",
+             "progress_bar=false", "gradient_checkpointing=false", "cache_conditioning=true", routing, *cls_override]
+    test_common = ["--model_config", str(TINY), *common, "--scorer", cfg.scorer, "--batch_size",
+                   str(cfg.test_batch_size), "--device", "cpu", f"image_size={cfg.image_size}", "num_workers=0",
+                   f"ddim_steps={cfg.ddim_steps}", f"seed={cfg.seed}", "overwrite=true", routing, *cls_override]
+    tests = [["--resume_path", str(work / "train" / "checkpoints" / "last.ckpt"), "--exp_name", "test",
+              "--save_visuals", *test_common],
+             ["--resume_path", str(assembled), "--exp_name", "test_untrained", *test_common]]
+
+    def resolve(module, argv):
+        cli = module.command_line()
+        args = cli.parse_args(argv)
+        return test_cli.resolve(cli, args) if module is test_cli else cli.resolve(args)
+
+    return [resolve(finetune_autoencoder, ae), resolve(build_model, build), resolve(train_cli, train),
+            *(resolve(test_cli, argv) for argv in tests)]
+
+
+@pytest.mark.parametrize("extra", [[], ["--captions", "none", "--only_mid_control", "false", "--seed", "3",
+                                        "--learning_rate", "3e-3", "--classes", "weave"]])
+def test_the_demo_runs_each_stage_with_the_settings_it_always_gave(tmp_path, monkeypatch, extra):
+    """The demo calls the stages' library functions with the settings its stage command lines had."""
+    from vlmdiff.cli import demo as demo_cli
+    from vlmdiff.pipelines import assemble, finetune_autoencoder, test, train
+
+    given = []
+    for module in (finetune_autoencoder, assemble, train):
+        monkeypatch.setattr(module, "run", lambda cfg: given.append(cfg) or 0)
+    monkeypatch.setattr(test, "run", lambda cfg: given.append(cfg) or int(len(given) == 5))  # stop after both
+    work = tmp_path / "demo"
+    argv = ["--work_dir", str(work), "--classes", "disc", "weave", "--n_train", "2", "--n_test_good", "1",
+            "--n_test_defect", "1", "--threads", "1", *extra]
+    assert demo_main(argv) == 1
+    cli = demo_cli.command_line()
+    cfg = cli.resolve(cli.parse_args(argv))
+    assert given == old_stage_configs(cfg, work, work / "data" / "synthetic", "mvtec", cfg.classes)
+
+
 def finite_tables(tables: dict, classes: set, keys) -> None:
     for mode in ("paper", "exact"):
         assert set(tables[mode]) == classes | {"mean"}, mode

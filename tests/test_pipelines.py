@@ -149,7 +149,7 @@ def test_every_stage_is_a_config_and_a_run_function(tmp_path):
 
     schemas = {"caption": run_config.CaptionerConfig, "finetune_autoencoder": run_config.AEConfig,
                "assemble": run_config.BuildConfig, "train": run_config.TrainConfig, "test": run_config.TestConfig,
-               "predict": run_config.TestConfig}
+               "predict": run_config.TestConfig, "demo": run_config.DemoConfig}
     assert set(pipelines.STAGES) == set(schemas)
     for stage, schema in schemas.items():
         module = importlib.import_module(f"vlmdiff.pipelines.{stage}")
@@ -157,7 +157,7 @@ def test_every_stage_is_a_config_and_a_run_function(tmp_path):
         assert module.run.__module__ == module.__name__, stage  # the stage's code lives in its module
     # the command lines are wrappers: each runs its stage module's function, none has code of its own
     commands = {"captioner": "caption", "finetune_autoencoder": "finetune_autoencoder", "build_model": "assemble",
-                "train": "train", "test": "test"}
+                "train": "train", "test": "test", "demo": "demo"}
     for command, stage in commands.items():
         cli_module = importlib.import_module(f"vlmdiff.cli.{command}")
         assert cli_module.run is importlib.import_module(f"vlmdiff.pipelines.{stage}").run, command

@@ -2,8 +2,8 @@
 
 Each registry's module takes its names from here (the data sets of :func:`vlmdiff.data.build_dataset`, the
 start modes of the test-time reconstruction, the metric modes, the test-time precisions, the training
-optimisers), and the command lines offer them as their settings' choices, so that ``--help`` lists them
-without importing torch. The feature extractors (:data:`vlmdiff.features.EXTRACTORS`) and the captioning
+optimisers, the synthetic benchmark's classes, the demo's captions), and the command lines offer them as their
+settings' choices, so that ``--help`` lists them without importing torch. The feature extractors (:data:`vlmdiff.features.EXTRACTORS`) and the captioning
 backends and prompts (:mod:`vlmdiff.captioning`) already import without it and are used from there.
 """
 
@@ -14,3 +14,8 @@ METRICS_MODES = ("paper", "exact")
 # test-time precision -> the torch dtype the networks autocast to (None: float32 throughout)
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 OPTIMIZERS = ("adamw", "adamw8bit")
+# the synthetic benchmark's classes (vlmdiff.data.synthetic) and those the demo uses by default
+SYNTHETIC_CLASSES = ("brick", "grass", "gravel", "weave", "disc", "tissue")
+SYNTHETIC_DEFAULT_CLASSES = SYNTHETIC_CLASSES[:5]
+# the demo's training captions: a class-name sentence, or none
+DEMO_CAPTIONS = ("template", "none")

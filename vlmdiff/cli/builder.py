@@ -10,6 +10,9 @@ and ``key=value`` (``caption_model=_blip`` is ``caption_folder=_blip``). On top 
   (``image_size=128``, ``classes=[bottle,cable]``, ``end_ind=null``);
 * ``--print_config``: print the resolved settings as YAML and exit.
 
+A boolean setting is ``--name`` / ``--no_name``, and also ``--name true`` / ``--name false``. A list setting
+declared with ``nargs="+"`` takes several values (``--classes disc weave``, or ``--classes disc,weave``).
+
 Later wins: defaults, ``--config``, flags, ``key=value``. A misspelt key or flag names the closest setting;
 a required setting left empty is named. Both are one line (``error: ...`` through
 :func:`vlmdiff.errors.cli_main`, exit status 2), before anything is written.
@@ -53,6 +56,13 @@ class _Switch(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, not option_string.startswith("--no_"))
+
+
+class _Several(argparse.Action):
+    """``--name a b`` and ``--name a,b``: one list of every value given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [item for value in values for item in value])
 
 
 def show(value: Any) -> str:
@@ -124,7 +134,8 @@ class ConfigCommandLine:
         run = self.parser.add_argument_group("run config", textwrap.fill(
             "The settings below come from a YAML file (--config), flags, or key=value anywhere on the command "
             "line (YAML values: image_size=128 classes=[bottle,cable] end_ind=null); later wins: defaults, "
-            "--config, flags, key=value. --debug: the traceback of an error.", width=100))
+            "--config, flags, key=value. A boolean is --name, --no_name or --name true|false. --debug: the "
+            "traceback of an error.", width=100))
         run.add_argument("--config", metavar="FILE", help=f"YAML file of {schema.__name__} settings")
         run.add_argument("--print_config", action="store_true", help="print the resolved settings as YAML and exit")
         run.add_argument("overrides", nargs="*", metavar="key=value", help="a setting, e.g. image_size=128")
@@ -147,15 +158,20 @@ class ConfigCommandLine:
             return
         convert = {int: int, float: float, str: str}.get(kind)
         metavar = meta.get("metavar")
+        several = {}
         if convert is None:
             convert = _list_value if typing.get_origin(kind) is list else _yaml_value
             metavar = metavar or ("A,B,..." if typing.get_origin(kind) is list else "VALUE")
+            if typing.get_origin(kind) is list and meta.get("nargs"):
+                several = {"nargs": meta["nargs"], "action": _Several}
+                metavar = meta.get("metavar") or "A"
         choices = choices_of(f)
         if choices is not None:
             convert = _checked(f.name, choices, convert)
             metavar = metavar or "{" + ",".join(choices) + "}"
         metavar = metavar or {int: "N", float: "X"}.get(kind, "TEXT")
-        self.settings.add_argument(*names, dest=f.name, type=convert, default=None, metavar=metavar, help=text)
+        self.settings.add_argument(*names, dest=f.name, type=convert, default=None, metavar=metavar, help=text,
+                                   **several)
 
     def add_argument(self, *args, **kwargs) -> argparse.Action:
         """An option of the command that is not a setting of the run config (``--predict``, ``--use_dino``)."""
@@ -163,8 +179,9 @@ class ConfigCommandLine:
 
     def parse_args(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
         """Flags and ``key=value`` overrides in any order; unknown flags and keys name the closest setting."""
-        argv = list(sys.argv[1:] if argv is None else argv)
+        argv = self._switch_values(list(sys.argv[1:] if argv is None else argv))
         args, extra = self.parser.parse_known_intermixed_args(argv)
+        self._split_several(args)
         for token in extra:
             if token.startswith("-"):
                 flag = token.split("=", 1)[0]
@@ -178,6 +195,36 @@ class ConfigCommandLine:
             if key not in {f.name for f in fields(self.schema)} | key_aliases(self.schema).keys():
                 raise UsageError(unknown_setting(key, self.schema))
         return args
+
+    def _switch_values(self, argv: list[str]) -> list[str]:
+        """``--name true`` / ``--name=true`` -> ``--name``; ``--name false`` -> ``--no_name`` (boolean settings)."""
+        switches = {o: a.option_strings[-1] for a in self.settings._group_actions if isinstance(a, _Switch)
+                    for o in a.option_strings if not o.startswith("--no_")}
+        out, i = [], 0
+        while i < len(argv):
+            token, value = argv[i], None
+            if "=" in token and token.split("=", 1)[0] in switches:
+                token, value = token.split("=", 1)
+            elif token in switches and i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false"):
+                value, i = argv[i + 1], i + 1
+            if token in switches and value is not None:
+                if value.lower() not in ("true", "false"):
+                    raise UsageError(f"argument {token}: {value!r} is not true or false")
+                token = token if value.lower() == "true" else switches[token]
+            out.append(token)
+            i += 1
+        return out
+
+    def _split_several(self, args: argparse.Namespace) -> None:
+        """A several-values flag stops at the first ``key=value``: that one and the rest are overrides."""
+        for action in self.settings._group_actions:
+            values = getattr(args, action.dest, None)
+            if isinstance(action, _Several) and values:
+                cut = next((i for i, v in enumerate(values) if OVERRIDE.match(v)), len(values))
+                setattr(args, action.dest, values[:cut])
+                args.overrides = [*values[cut:], *args.overrides]
+                if not values[:cut]:
+                    raise UsageError(f"argument {action.option_strings[0]}: expected at least one value")
 
     def flags(self, args: argparse.Namespace) -> dict[str, Any]:
         """The settings given as flags (None: not given)."""

@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-CLASSES = ("brick", "grass", "gravel", "weave", "disc", "tissue")
-DEFAULT_CLASSES = CLASSES[:5]
+from vlmdiff.choices import SYNTHETIC_CLASSES as CLASSES  # the names, also read by --help without numpy
+from vlmdiff.choices import SYNTHETIC_DEFAULT_CLASSES as DEFAULT_CLASSES
+
 DEFECTS = ("scratch", "stain", "cut_paste", "hole", "deformation")
 TINTS = {"brick": (1.0, 0.62, 0.45), "grass": (0.55, 0.9, 0.45), "gravel": (0.9, 0.88, 0.8)}
 SOURCE_PHOTOS = {"brick": "brick", "grass": "grass", "gravel": "gravel", "tissue": "immunohistochemistry"}

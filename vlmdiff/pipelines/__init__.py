@@ -11,11 +11,12 @@ Each module imports torch inside its functions only.
 | :mod:`vlmdiff.pipelines.train` | train the SGN and the UNet decoder | ``train.py``, ``vlmdiff train`` |
 | :mod:`vlmdiff.pipelines.test` | test and report the metrics | ``test.py``, ``vlmdiff test`` |
 | :mod:`vlmdiff.pipelines.predict` | score unlabeled images | ``test.py --predict``, ``vlmdiff predict`` |
+| :mod:`vlmdiff.pipelines.demo` | the whole pipeline at toy size on a CPU | ``scripts/demo.py``, ``vlmdiff demo`` |
 
     from vlmdiff.pipelines import train
     train.run(train.Config(data_path="data/mvtec", max_epochs=1))
 
-The demo (``scripts/demo.py``, :mod:`vlmdiff.cli.demo`) chains these stages at toy size.
+The demo chains the other stages' ``run`` with their ``Config``.
 """
 
-STAGES = ("caption", "finetune_autoencoder", "assemble", "train", "test", "predict")
+STAGES = ("caption", "finetune_autoencoder", "assemble", "train", "test", "predict", "demo")
