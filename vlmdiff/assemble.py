@@ -8,6 +8,9 @@ For every key ``k`` of a freshly built model:
 3. any other key ← the same key of SD;
 4. keys SD cannot provide (SGN hint convs, zero convs, ``middle_block_out``, SFF convs, the schedule
    buffers, ``logvar``, CLIP's ``position_ids``) keep their fresh initialisation.
+
+Optionally (:func:`apply_pretrained_sgn`, ``build_model.py --sgn``) a pretrained SGN replaces the whole SGN
+and the UNet decoder keys it was trained with, as a ControlNet pretrained for Stable Diffusion would.
 """
 
 from __future__ import annotations
@@ -102,6 +105,29 @@ def assemble_state_dict(model: nn.Module, sd_state: Mapping[str, torch.Tensor],
     if missing_sd:
         raise ValueError(f"{sd_source}: {len(missing_sd)} Stable Diffusion key(s) missing, e.g. {missing_sd[:3]}")
     return out, report
+
+
+SGN_START_PREFIXES = ("control_model.", "model.diffusion_model.output_blocks.", "model.diffusion_model.out.")
+
+
+def apply_pretrained_sgn(state: dict, sgn_state: Mapping[str, torch.Tensor], *, source: str) -> int:
+    """Replace, in an assembled ``state``, the SGN by a pretrained one (``control_model.*``: every key
+    required) and the UNet decoder keys (``model.diffusion_model.output_blocks.*`` / ``out.*``) the file
+    carries. Raises ValueError naming ``source`` for a missing, unexpected or mis-shaped key; returns the
+    number of keys replaced."""
+    foreign = sorted(k for k in sgn_state if not k.startswith(SGN_START_PREFIXES))
+    if foreign:
+        raise ValueError(f"{source}: {len(foreign)} key(s) are not part of an SGN start (control_model.*, the UNet "
+                         f"decoder), e.g. {foreign[:3]}")
+    missing = sorted(k for k in state if k.startswith("control_model.") and k not in sgn_state)
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} SGN key(s) missing, e.g. {missing[:3]}")
+    unknown = sorted(k for k in sgn_state if k not in state)
+    if unknown:
+        raise ValueError(f"{source}: {len(unknown)} key(s) the model does not have, e.g. {unknown[:3]}")
+    for key, value in sgn_state.items():
+        state[key] = _take(state[key], value, key, source)
+    return len(sgn_state)
 
 
 def self_assembled_state_dict(model: nn.Module, ae_state: Mapping[str, torch.Tensor] | None = None):

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ldm.modules.unet import UNetModel
+from vlmdiff.assemble import SGN_START_PREFIXES
 from vlmdiff.model import VLMDiff
 from vlmdiff.optim import warmup_cosine_to_tenth
 
@@ -54,14 +55,15 @@ def sample_latents(model: VLMDiff, moments: torch.Tensor, generator: torch.Gener
 
 
 def denoising_error(model: VLMDiff, moments: torch.Tensor, *, timesteps=(100, 400, 700, 999), seed: int = 0,
-                    caption: str = "") -> dict[int, float]:
-    """Mean squared error of the predicted noise at fixed ``timesteps`` on held-out latents (no control).
+                    caption: str = "", hints: torch.Tensor | None = None) -> dict[int, float]:
+    """Mean squared error of the predicted noise at fixed ``timesteps`` on held-out latents: the UNet alone,
+    or, with ``hints`` (the images of ``moments``), the UNet steered by the SGN seeing them.
 
     The same latents and noise for every call with the same ``seed``: comparable across weights.
     """
     unet = model.model.diffusion_model
-    was_training = unet.training
-    unet.eval()
+    was_training = model.training
+    model.eval()
     g = torch.Generator().manual_seed(seed)
     z = sample_latents(model, moments, g).to(model.device)
     context = model.get_learned_conditioning([caption] * len(z))
@@ -70,9 +72,13 @@ def denoising_error(model: VLMDiff, moments: torch.Tensor, *, timesteps=(100, 40
         for t in timesteps:
             noise = torch.randn(z.shape, generator=g).to(model.device)
             tt = torch.full((len(z),), int(t), device=model.device, dtype=torch.long)
-            eps = UNetModel.forward(unet, model.q_sample(z, tt, noise), tt, context)
+            x_t = model.q_sample(z, tt, noise)
+            if hints is None:
+                eps = UNetModel.forward(unet, x_t, tt, context)
+            else:
+                eps = model.apply_model(x_t, tt, {"c_crossattn": [context], "c_concat": [hints.to(model.device)]})
             out[int(t)] = float(((eps - noise) ** 2).mean())
-    unet.train(was_training)
+    model.train(was_training)
     return out
 
 
@@ -133,6 +139,75 @@ def pretrain_unet(model: VLMDiff, moments: torch.Tensor, *, steps: int, batch_si
     evaluate(steps)
     unet.eval()
     return history
+
+
+def pretrain_sgn(model: VLMDiff, images: torch.Tensor, moments: torch.Tensor, *, steps: int, batch_size: int = 8,
+                 learning_rate: float = 1e-3, warmup: int = 100, min_timestep: int = 500, caption: str = "",
+                 seed: int = 0, eval_images: torch.Tensor | None = None, eval_moments: torch.Tensor | None = None,
+                 eval_every: int = 500, on_eval: Callable[[int], None] | None = None,
+                 progress: bool = True) -> list[tuple[int, dict[int, float]]]:
+    """Train what VLMDiff trains — the SGN and the UNet decoder — on photographs, each image its own hint.
+
+    A generic start for the SGN, as a ControlNet pretrained for Stable Diffusion is: the SGN learns to carry
+    an image's appearance into the UNet through the model's routing (``model.only_mid_control``), so that a
+    short training on a dataset's normal images starts from an SGN that already steers the reconstruction.
+    ε-prediction MSE at timesteps drawn uniformly from ``[min_timestep, T)`` (below it the noisy latent
+    itself carries the image and the UNet needs no guidance; docs/design.md §16), AdamW with a linear warm-up
+    and a cosine decay to a tenth, gradient norm clipped at 1, batches drawn with replacement by a generator
+    seeded with ``seed``, every latent a fresh posterior sample of ``moments`` (:func:`encode_bank` of
+    ``images``).
+
+    Returns ``[(step, denoising_error(eval_moments, hints=eval_images))]`` every ``eval_every`` updates and
+    at the end (empty without ``eval_moments``); ``on_eval(step)`` is called at the same points.
+    """
+    from tqdm.auto import tqdm
+
+    params = model.trainable_parameters()
+    for p in params:
+        p.requires_grad_(True)
+    model.model.diffusion_model.set_gradient_checkpointing(False)
+    model.control_model.set_gradient_checkpointing(False)
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    sched = warmup_cosine_to_tenth(opt, steps, warmup)
+    g = torch.Generator().manual_seed(seed)
+    context = model.get_learned_conditioning([caption]).expand(batch_size, -1, -1)
+    history = []
+
+    def evaluate(step: int) -> None:
+        if eval_moments is not None:
+            err = denoising_error(model, eval_moments, caption=caption, hints=eval_images,
+                                  timesteps=(min_timestep, (min_timestep + 999) // 2, 999))
+            history.append((step, err))
+            log.info("step %d: held-out noise MSE with the SGN %s", step, {t: round(v, 4) for t, v in err.items()})
+        if on_eval is not None:
+            on_eval(step)
+
+    model.train()
+    bar = tqdm(range(steps), desc="SGN pretraining", disable=not progress)
+    for step in bar:
+        if step % eval_every == 0:
+            evaluate(step)
+        idx = torch.randint(0, len(moments), (batch_size,), generator=g)
+        z = sample_latents(model, moments[idx], g).to(model.device)
+        t = torch.randint(min_timestep, model.num_timesteps, (batch_size,), generator=g).to(model.device)
+        noise = torch.randn(z.shape, generator=g).to(model.device)
+        cond = {"c_crossattn": [context], "c_concat": [images[idx].to(model.device)]}
+        loss = ((model.apply_model(model.q_sample(z, t, noise), t, cond) - noise) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    evaluate(steps)
+    model.eval()
+    return history
+
+
+def sgn_state_dict(model: VLMDiff, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """What :func:`pretrain_sgn` trains — the SGN and the UNet decoder — under the model's own keys."""
+    return {k: v.detach().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in model.state_dict().items() if k.startswith(SGN_START_PREFIXES)}
 
 
 def sd_layout_state_dict(model: VLMDiff, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:

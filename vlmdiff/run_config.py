@@ -238,6 +238,9 @@ class BuildConfig:
     model_overrides: list[str] | None = setting(
         None, "changes to the model config, comma-separated dotted key=value (e.g. "
         "model.params.control_stage_config.params.hint_channels=3)", results=True, metavar="KEY=VALUE,...")
+    sgn: str | None = setting(None, "a pretrained SGN to start from (its control_model.* keys and the UNet decoder "
+                              "keys it was trained with replace the assembled ones; null: the SGN starts as a copy "
+                              "of the UNet encoder with zero-initialised outputs, the paper's start)", results=True)
     out: str = setting("models/vlmdiff_sd15_model.safetensors", "output file, .safetensors or .ckpt")
     also_ckpt: bool = setting(False, "also write a torch .ckpt next to the output")
     seed: int = setting(0, "seed of the new layers' initialisation", results=True)
@@ -309,6 +312,8 @@ class DemoConfig:
     sd: str | None = setting(None, "latent diffusion model to start from, Stable Diffusion's layout (null: the "
                              "bundled vlmdiff/assets/tiny_sd.safetensors, pretrained on general photographs); '' = "
                              "random UNet")
+    sgn: str | None = setting(None, "a pretrained SGN to start from (scripts/pretrain_tiny_sgn.py writes one; null: "
+                              "the paper's start, a copy of the UNet encoder with zero-initialised outputs)")
     ae_init: str | None = setting(None, "autoencoder to finetune (null: the bundled "
                                   "vlmdiff/assets/tiny_autoencoder.safetensors); '' = random weights")
     ae_steps: int = setting(100, "autoencoder finetuning updates")

@@ -314,24 +314,29 @@ def _meta_state(path: str | Path, setting: str) -> dict | None:
     return None if shapes is None else {k: torch.empty(s, device="meta") for k, s in shapes.items()}
 
 
-def validate_build_inputs(sd: str, ae: str | None, config: str, overrides, out: str) -> None:
+def validate_build_inputs(sd: str, ae: str | None, config: str, overrides, out: str, *,
+                          sgn: str | None = None) -> None:
     """``build_model.py``'s inputs before any weights are read: the model config builds (on the ``meta``
-    device), the Stable Diffusion and autoencoder checkpoints provide every key the assembly copies, with
-    the model's shapes (read from the files' headers, by the assembly's own rule:
-    :func:`vlmdiff.assemble.assemble_state_dict`), and the output file can be written."""
-    from vlmdiff.assemble import assemble_state_dict
+    device), the Stable Diffusion and autoencoder checkpoints (and a pretrained SGN) provide every key the
+    assembly copies, with the model's shapes (read from the files' headers, by the assembly's own rules:
+    :func:`vlmdiff.assemble.assemble_state_dict`, :func:`vlmdiff.assemble.apply_pretrained_sgn`), and the
+    output file can be written."""
+    from vlmdiff.assemble import apply_pretrained_sgn, assemble_state_dict
 
     if Path(out).suffix not in (".safetensors", ".ckpt", ".pt", ".pth"):
         raise ValueError(f"{out}: the output must end in .safetensors or .ckpt (--out)")
     check_writable(out, "--out", folder=False)
     sd_state = _meta_state(sd, "--sd")
     ae_state = _meta_state(ae, "--ae") if ae else None
+    sgn_state = _meta_state(sgn, "--sgn") if sgn else None
     model = _meta_model(config, overrides, "--model_config")
     if sd_state is None or (ae and ae_state is None):
         return
     if ae_state is not None:
         ae_state = {k: v for k, v in ae_state.items() if not k.startswith("loss.")}
-    assemble_state_dict(model, sd_state, ae_state, sd_source=str(sd), ae_source=str(ae or sd))
+    state, _ = assemble_state_dict(model, sd_state, ae_state, sd_source=str(sd), ae_source=str(ae or sd))
+    if sgn_state is not None:
+        apply_pretrained_sgn(state, sgn_state, source=str(sgn))
 
 
 def validate_captioner_config(cfg) -> None:

@@ -1,11 +1,16 @@
 """The bundled tiny latent diffusion model (the demo's stand-in for SD-1.5) and its pretraining script."""
 
+import json
+
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from vlmdiff.cli import build_model
 from scripts.pretrain_tiny_diffusion import main as pretrain_main
+from scripts.pretrain_tiny_sgn import main as pretrain_sgn_main
+from vlmdiff.assemble import SGN_START_PREFIXES
 from tests.conftest import TINY_CONFIG
 from utils.seed import seed_everything
 from vlmdiff.checkpoint import load_state_dict
@@ -65,9 +70,47 @@ def test_pretraining_script_lowers_the_held_out_error_and_writes_a_loadable_file
     model = create_model(TINY_CONFIG)
     load_sd_layout(model, load_state_dict(out))
     with safe_open(str(out), "pt") as fh:
-        import json
-
         history = json.loads(fh.metadata()["held_out_noise_mse"])
     first, last = history[0][1], history[-1][1]
     assert sum(last.values()) < sum(first.values())
     assert pretrain_main(["--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_sgn_pretraining_script_writes_an_sgn_start_that_build_model_consumes(tmp_path, capsys):
+    sgn = tmp_path / "sgn.safetensors"
+    assert pretrain_sgn_main(["--out", str(sgn), "--steps", "12", "--batch_size", "2", "--n_crops", "8",
+                              "--n_eval", "4", "--learning_rate", "2e-3", "--no_progress"]) == 0
+    state = load_state_dict(sgn)
+    assert state and all(k.startswith(SGN_START_PREFIXES) for k in state)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    with safe_open(str(sgn), "pt") as fh:
+        meta = fh.metadata()
+    assert meta["routing"] == "only_mid_control" and meta["min_timestep"] == "500"
+    history = json.loads(meta["held_out_noise_mse"])
+    assert history[0][0] == 0 and history[-1][0] == 12 and len(history[-1][1]) == 3
+
+    start = tmp_path / "start.safetensors"
+    assert build_model.main(["--sd", str(BUNDLED_TINY_SD), "--sgn", str(sgn), "--model_config", str(TINY_CONFIG),
+                             "--out", str(start)]) == 0
+    assembled, sd = load_state_dict(start), load_state_dict(BUNDLED_TINY_SD)
+    for key, value in state.items():  # the SGN and the UNet decoder come from the SGN file
+        assert torch.equal(assembled[key].to(value.dtype), value), key
+    encoder = [k for k in sd if k.startswith("model.diffusion_model.input_blocks.")]
+    assert encoder and all(torch.equal(assembled[k].to(sd[k].dtype), sd[k]) for k in encoder)  # the rest from SD
+    decoder = [k for k in state if k in sd]
+    assert decoder and any(not torch.equal(assembled[k].half(), sd[k]) for k in decoder)  # the decoder was trained
+
+
+def test_build_model_refuses_a_file_that_is_not_an_sgn_start_before_writing(tmp_path, capsys):
+    out = tmp_path / "start.safetensors"
+    args = ["--sd", str(BUNDLED_TINY_SD), "--model_config", str(TINY_CONFIG), "--out", str(out)]
+    assert build_model.main([*args, "--sgn", str(BUNDLED_TINY_SD)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(BUNDLED_TINY_SD) in err and "not part of an SGN start" in err
+    partial = tmp_path / "partial.safetensors"
+    save_file({"control_model.zero_convs.0.0.weight": torch.zeros(32, 32, 1, 1)}, str(partial))
+    assert build_model.main([*args, "--sgn", str(partial)]) == 2
+    assert "SGN key(s) missing" in capsys.readouterr().err
+    assert build_model.main([*args, "--sgn", str(tmp_path / "none.safetensors")]) == 2
+    assert "--sgn" in capsys.readouterr().err
+    assert not out.exists()

@@ -106,7 +106,8 @@ def run(cfg: Config) -> int:
     if not sd:  # a randomly initialised stand-in, written in Stable Diffusion's layout
         sd = str(work / "random_sd.safetensors")
         write_random_sd(TINY, sd, seed=cfg.seed)
-    rc = assemble.run(BuildConfig(sd=sd, ae=ae_ckpt, model_config=str(TINY), out=str(assembled), seed=cfg.seed))
+    rc = assemble.run(BuildConfig(sd=sd, ae=ae_ckpt, model_config=str(TINY), out=str(assembled), seed=cfg.seed,
+                                  sgn=cfg.sgn))
     if rc:
         return rc
     stage("model assembly")
