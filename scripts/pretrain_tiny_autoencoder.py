@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ if __name__ == "__main__":
     import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 
 import torch  # noqa: E402
+
+from scripts._pretraining import add_recipe_arguments, parse_recipe  # noqa: E402
 
 from utils.io import atomic_path  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
@@ -38,19 +39,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(BUNDLED_TINY_AUTOENCODER), help="output .safetensors (default: the bundled file)")
     p.add_argument("--model_config", default=str(TINY), help="config whose first_stage_config is trained")
-    p.add_argument("--steps", type=int, default=4000, help="optimiser updates (%(default)s)")
-    p.add_argument("--crop", type=int, default=64, help="training crop side (%(default)s)")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--learning_rate", type=float, default=1e-3, help="peak, cosine-decayed to a tenth")
-    p.add_argument("--n_eval", type=int, default=32, help="held-out crops for the printed L1 (%(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no_progress", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        print(f"error: {out}: the output must be a .safetensors file", file=sys.stderr)
+    add_recipe_arguments(p, steps=4000, batch_size=8, crop=64, crop_help="training crop side", n_eval=32,
+                         printed="L1")
+    args = parse_recipe(p, argv)
+    if args is None:
         return 2
+    out = Path(args.out)
     seed_everything(args.seed)
     section = load_config(args.model_config).model.params.first_stage_config
     ae = instantiate(section, where=f"{args.model_config}: first_stage_config")

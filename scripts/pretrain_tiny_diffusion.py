@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ if __name__ == "__main__":
     import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 
 import torch  # noqa: E402
+
+from scripts._pretraining import add_recipe_arguments, parse_recipe  # noqa: E402
 
 from utils.io import atomic_path  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
@@ -50,20 +51,13 @@ def main(argv=None) -> int:
     p.add_argument("--model_config", default=str(TINY), help="model config whose UNet is trained (%(default)s)")
     p.add_argument("--autoencoder", default=str(BUNDLED_TINY_AUTOENCODER),
                    help="autoencoder weights that encode the photographs (default: the bundled one)")
-    p.add_argument("--steps", type=int, default=1500, help="optimiser updates (%(default)s)")
-    p.add_argument("--batch_size", type=int, default=16, help="(%(default)s)")
-    p.add_argument("--learning_rate", type=float, default=1e-3, help="peak, cosine-decayed to a tenth (%(default)s)")
-    p.add_argument("--crop", type=int, default=128, help="crop side; latents are 1/8 of it (%(default)s)")
     p.add_argument("--n_crops", type=int, default=1024, help="photograph crops encoded once (%(default)s)")
-    p.add_argument("--n_eval", type=int, default=64, help="held-out crops for the printed noise MSE (%(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no_progress", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        print(f"error: {out}: the output must be a .safetensors file", file=sys.stderr)
+    add_recipe_arguments(p, steps=1500, batch_size=16, crop=128, crop_help="crop side; latents are 1/8 of it",
+                         n_eval=64, printed="noise MSE")
+    args = parse_recipe(p, argv)
+    if args is None:
         return 2
+    out = Path(args.out)
     seed_everything(args.seed)
     model = create_model(args.model_config)
     load_strict(model.first_stage_model, {k: v.float() for k, v in load_state_dict(args.autoencoder).items()},

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ if __name__ == "__main__":
     import _checkout  # noqa: F401  (run from a checkout: the repository root on sys.path)
 
 import torch  # noqa: E402
+
+from scripts._pretraining import add_recipe_arguments, parse_recipe  # noqa: E402
 
 from utils.io import atomic_path  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
@@ -53,21 +54,14 @@ def main(argv=None) -> int:
     p.add_argument("--autoencoder", default=str(BUNDLED_TINY_AUTOENCODER),
                    help="autoencoder weights that encode the photographs (default: the bundled one)")
     p.add_argument("--model_config", default=str(TINY_CONFIG), help="model config (%(default)s)")
-    p.add_argument("--steps", type=int, default=3000, help="optimiser updates (%(default)s)")
-    p.add_argument("--batch_size", type=int, default=8, help="(%(default)s)")
-    p.add_argument("--learning_rate", type=float, default=1e-3, help="peak, cosine-decayed to a tenth (%(default)s)")
     p.add_argument("--min_timestep", type=int, default=500, help="timesteps drawn from [this, 1000) (%(default)s)")
-    p.add_argument("--crop", type=int, default=128, help="crop side; latents are 1/8 of it (%(default)s)")
     p.add_argument("--n_crops", type=int, default=1024, help="photograph crops encoded once (%(default)s)")
-    p.add_argument("--n_eval", type=int, default=32, help="held-out crops for the printed noise MSE (%(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no_progress", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        print(f"error: {out}: the output must be a .safetensors file (--out)", file=sys.stderr)
+    add_recipe_arguments(p, steps=3000, batch_size=8, crop=128, crop_help="crop side; latents are 1/8 of it",
+                         n_eval=32, printed="noise MSE")
+    args = parse_recipe(p, argv)
+    if args is None:
         return 2
+    out = Path(args.out)
     if not 0 <= args.min_timestep < 1000:
         print(f"error: --min_timestep {args.min_timestep}: must lie in [0, 1000)", file=sys.stderr)
         return 2

@@ -62,7 +62,7 @@ def denoising_error(model: VLMDiff, moments: torch.Tensor, *, timesteps=(100, 40
     The same latents and noise for every call with the same ``seed``: comparable across weights.
     """
     unet = model.model.diffusion_model
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     g = torch.Generator().manual_seed(seed)
     z = sample_latents(model, moments, g).to(model.device)
@@ -78,7 +78,8 @@ def denoising_error(model: VLMDiff, moments: torch.Tensor, *, timesteps=(100, 40
             else:
                 eps = model.apply_model(x_t, tt, {"c_crossattn": [context], "c_concat": [hints.to(model.device)]})
             out[int(t)] = float(((eps - noise) ** 2).mean())
-    model.train(was_training)
+    for m, mode in modes.items():
+        m.training = mode
     return out
 
 
@@ -98,38 +99,58 @@ def pretrain_unet(model: VLMDiff, moments: torch.Tensor, *, steps: int, batch_si
         ``[(step, denoising_error(eval_moments))]`` every ``eval_every`` updates and at the end (empty
         without ``eval_moments``); ``on_eval(step)`` is called at the same points (to save snapshots).
     """
-    from tqdm.auto import tqdm
-
     unet = model.model.diffusion_model
     unet.requires_grad_(True)
     unet.set_gradient_checkpointing(False)  # memory is not the limit of a tiny UNet; recomputation is time
-    params = list(unet.parameters())
-    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    context = model.get_learned_conditioning([caption]).expand(batch_size, -1, -1)
 
+    def predict(x_t, t, idx):
+        return UNetModel.forward(unet, x_t, t, context)
+
+    def error():
+        return None if eval_moments is None else denoising_error(model, eval_moments, caption=caption)
+
+    return _train_denoiser(model, unet, list(unet.parameters()), moments, predict, error, steps=steps,
+                           batch_size=batch_size, learning_rate=learning_rate, warmup=warmup, min_timestep=0,
+                           seed=seed, eval_every=eval_every, on_eval=on_eval, desc="UNet pretraining",
+                           label="held-out noise MSE", progress=progress)
+
+
+def _train_denoiser(model: VLMDiff, module: torch.nn.Module, params: list, moments: torch.Tensor,
+                    predict: Callable, error: Callable[[], dict | None], *, steps: int, batch_size: int,
+                    learning_rate: float, warmup: int, min_timestep: int, seed: int, eval_every: int,
+                    on_eval: Callable[[int], None] | None, desc: str, label: str,
+                    progress: bool) -> list[tuple[int, dict[int, float]]]:
+    """The loop both pretrainings share: ε-prediction MSE of ``predict(x_t, t, batch indices)`` on fresh
+    posterior samples of ``moments`` at timesteps from ``[min_timestep, T)``, AdamW (no weight decay) with a
+    linear warm-up and a cosine decay to a tenth, gradient norm clipped at 1, draws from a generator seeded
+    with ``seed``; ``error()`` (and ``on_eval``) every ``eval_every`` updates and at the end. ``module`` is in
+    training mode during the loop."""
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     sched = warmup_cosine_to_tenth(opt, steps, warmup)
     g = torch.Generator().manual_seed(seed)
-    context = model.get_learned_conditioning([caption]).expand(batch_size, -1, -1)
     history = []
 
     def evaluate(step: int) -> None:
-        if eval_moments is not None:
-            err = denoising_error(model, eval_moments, caption=caption)
+        err = error()
+        if err is not None:
             history.append((step, err))
-            log.info("step %d: held-out noise MSE %s", step, {t: round(v, 4) for t, v in err.items()})
+            log.info("step %d: %s %s", step, label, {t: round(v, 4) for t, v in err.items()})
         if on_eval is not None:
             on_eval(step)
 
-    unet.train()
-    bar = tqdm(range(steps), desc="UNet pretraining", disable=not progress)
+    module.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
     for step in bar:
         if step % eval_every == 0:
             evaluate(step)
         idx = torch.randint(0, len(moments), (batch_size,), generator=g)
         z = sample_latents(model, moments[idx], g).to(model.device)
-        t = torch.randint(0, model.num_timesteps, (batch_size,), generator=g).to(model.device)
+        t = torch.randint(min_timestep, model.num_timesteps, (batch_size,), generator=g).to(model.device)
         noise = torch.randn(z.shape, generator=g).to(model.device)
-        eps = UNetModel.forward(unet, model.q_sample(z, t, noise), t, context)
-        loss = ((eps - noise) ** 2).mean()
+        loss = ((predict(model.q_sample(z, t, noise), t, idx) - noise) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -137,7 +158,7 @@ def pretrain_unet(model: VLMDiff, moments: torch.Tensor, *, steps: int, batch_si
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
     evaluate(steps)
-    unet.eval()
+    module.eval()
     return history
 
 
@@ -160,48 +181,26 @@ def pretrain_sgn(model: VLMDiff, images: torch.Tensor, moments: torch.Tensor, *,
     Returns ``[(step, denoising_error(eval_moments, hints=eval_images))]`` every ``eval_every`` updates and
     at the end (empty without ``eval_moments``); ``on_eval(step)`` is called at the same points.
     """
-    from tqdm.auto import tqdm
-
     params = model.trainable_parameters()
     for p in params:
         p.requires_grad_(True)
     model.model.diffusion_model.set_gradient_checkpointing(False)
     model.control_model.set_gradient_checkpointing(False)
-    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    sched = warmup_cosine_to_tenth(opt, steps, warmup)
-    g = torch.Generator().manual_seed(seed)
     context = model.get_learned_conditioning([caption]).expand(batch_size, -1, -1)
-    history = []
+    timesteps = (min_timestep, (min_timestep + 999) // 2, 999)
 
-    def evaluate(step: int) -> None:
-        if eval_moments is not None:
-            err = denoising_error(model, eval_moments, caption=caption, hints=eval_images,
-                                  timesteps=(min_timestep, (min_timestep + 999) // 2, 999))
-            history.append((step, err))
-            log.info("step %d: held-out noise MSE with the SGN %s", step, {t: round(v, 4) for t, v in err.items()})
-        if on_eval is not None:
-            on_eval(step)
+    def predict(x_t, t, idx):
+        return model.apply_model(x_t, t, {"c_crossattn": [context], "c_concat": [images[idx].to(model.device)]})
 
-    model.train()
-    bar = tqdm(range(steps), desc="SGN pretraining", disable=not progress)
-    for step in bar:
-        if step % eval_every == 0:
-            evaluate(step)
-        idx = torch.randint(0, len(moments), (batch_size,), generator=g)
-        z = sample_latents(model, moments[idx], g).to(model.device)
-        t = torch.randint(min_timestep, model.num_timesteps, (batch_size,), generator=g).to(model.device)
-        noise = torch.randn(z.shape, generator=g).to(model.device)
-        cond = {"c_crossattn": [context], "c_concat": [images[idx].to(model.device)]}
-        loss = ((model.apply_model(model.q_sample(z, t, noise), t, cond) - noise) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    evaluate(steps)
-    model.eval()
-    return history
+    def error():
+        if eval_moments is None:
+            return None
+        return denoising_error(model, eval_moments, caption=caption, hints=eval_images, timesteps=timesteps)
+
+    return _train_denoiser(model, model, params, moments, predict, error, steps=steps, batch_size=batch_size,
+                           learning_rate=learning_rate, warmup=warmup, min_timestep=min_timestep, seed=seed,
+                           eval_every=eval_every, on_eval=on_eval, desc="SGN pretraining",
+                           label="held-out noise MSE with the SGN", progress=progress)
 
 
 def sgn_state_dict(model: VLMDiff, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
