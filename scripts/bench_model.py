@@ -160,7 +160,7 @@ def print_tables(header: str, tests, trains) -> None:
     print("\n| test path | batch | img/s | × reference-style | peak GPU memory |\n|---|---|---|---|---|")
     ref = tests[0][2]
     for name, batch, sec, peak in tests:
-        print(f"| {name} | {batch} | {1 / sec:.2f} | {ref / sec:.2f}× | {_mem(peak)} |")
+        print(f"| {name} | {batch} | {1 / sec:.3g} | {ref / sec:.2f}× | {_mem(peak)} |")
     print("\n| training step | batch | s/step | img/s | × first row | peak GPU memory |\n|---|---|---|---|---|---|")
     ref = trains[0][2]
     for name, batch, sec, peak in trains:
@@ -168,7 +168,7 @@ def print_tables(header: str, tests, trains) -> None:
             print(f"| {name} | {batch} | – | – | – | {_mem(peak)} |")
         else:
             ratio = f"{ref / sec:.2f}×" if ref else "–"
-            print(f"| {name} | {batch} | {sec:.3f} | {batch / sec:.2f} | {ratio} | {_mem(peak)} |")
+            print(f"| {name} | {batch} | {sec:.3f} | {batch / sec:.3g} | {ratio} | {_mem(peak)} |")
 
 
 def main(argv=None) -> int:
