@@ -47,7 +47,7 @@ def env(tmp_path_factory):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     run = tmp / "runs" / "fitted"
     run.mkdir(parents=True)
-    save_run_config(testing.TestConfig(resume_path=str(tmp / "tiny.safetensors"), model_config=str(TINY_CONFIG),
+    save_run_config(testing.TestConfig(checkpoint=str(tmp / "tiny.safetensors"), model_config=str(TINY_CONFIG),
                                data_set="mvtec", data_path=str(data), exp_name="fitted", output_dir=str(tmp / "runs"),
                                scorer="effnet_lite0", image_size=128, ddim_steps=1, num_workers=0, batch_size=4,
                                device="cpu"), run / "test_config.yaml")

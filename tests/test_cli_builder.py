@@ -220,9 +220,9 @@ def test_print_config_prints_the_resolved_settings(stage, tmp_path, capsys):
 def test_the_fingerprint_reads_the_results_tags():
     from vlmdiff import testing
 
-    # the keys stored in every test run's run.json so far: results of earlier runs stay comparable
+    # the keys stored in every test run's run.json (earlier versions: resume_path for checkpoint, read as it)
     assert testing.RESULT_KEYS == result_keys(TestConfig) == (
-        "resume_path", "model_config", "data_set", "data_path", "coco_part", "image_size", "use_captions",
+        "checkpoint", "model_config", "data_set", "data_path", "coco_part", "image_size", "use_captions",
         "caption_folder", "only_mid_control", "scorer", "scorer_weights", "ddim_steps", "guidance_scale",
         "start_timestep", "start_mode", "sigma", "seed", "precision", "channels_last", "compile", "batch_invariant")
     assert set(testing.fingerprint(TestConfig())) == set(testing.RESULT_KEYS)
@@ -304,3 +304,29 @@ def test_a_boolean_takes_true_or_false_after_its_flag():
         args = cli.parse_args(["--data_path", "d", *argv])
         assert args.use_captions is expected, argv
     assert cli.resolve(cli.parse_args(["--data_path", "d", "--use_captions", "image_size=64"])).image_size == 64
+
+
+@pytest.mark.parametrize("stage, name", [("train", "init_checkpoint"), ("test", "checkpoint"),
+                                         ("finetune-autoencoder", "init_autoencoder")])
+def test_each_checkpoint_has_its_name_and_resume_path_stays_its_alias(stage, name, tmp_path, capsys, monkeypatch):
+    module, schema = ALL_STAGES[stage]
+    entry = help_entries(module, capsys, monkeypatch)[f"--{name}"]
+    assert entry.startswith(f"--{name} TEXT, --resume_path TEXT") and "--resume_path: the reference's name" in entry
+    assert "resume_path" not in {f.name for f in fields(schema)}
+    run = tmp_path / "run.yaml"
+    run.write_text("resume_path: from_file.ckpt\n")  # a run config of earlier versions
+    cli = module.command_line()
+    for argv, expected in ((["--resume_path", "a.ckpt"], "a.ckpt"), ([f"--{name}", "b.ckpt"], "b.ckpt"),
+                           (["resume_path=c.ckpt"], "c.ckpt"), ([f"{name}=d.ckpt"], "d.ckpt"),
+                           (["--config", str(run)], "from_file.ckpt")):
+        assert getattr(cli.resolve(cli.parse_args(["data_path=x", *argv])), name) == expected, argv
+
+
+def test_predict_counts_an_alias_as_the_setting_it_names(tmp_path):
+    from vlmdiff.predict import explicit_settings
+    from vlmdiff.run_config import key_aliases
+
+    cli = test_cli.command_line()
+    names = [f.name for f in fields(TestConfig)]
+    for argv in (["resume_path=a.ckpt"], ["--resume_path", "a.ckpt"], ["checkpoint=a.ckpt"]):
+        assert explicit_settings(cli.parse_args(argv), names, key_aliases(TestConfig)) == {"checkpoint"}, argv

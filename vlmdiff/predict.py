@@ -165,7 +165,7 @@ def _png(path: Path, arr: np.ndarray) -> None:
 
 
 # Settings of the test run that fitted a threshold, and that its predictions must share.
-INHERITED = ("model_config", "resume_path", "only_mid_control", "scorer", "scorer_weights", "image_size",
+INHERITED = ("model_config", "checkpoint", "only_mid_control", "scorer", "scorer_weights", "image_size",
              "ddim_steps", "guidance_scale", "start_timestep", "start_mode", "sigma", "seed", "metrics_mode")
 RUN_SETTINGS_FILE = "test_config.yaml"
 
@@ -187,8 +187,9 @@ def threshold_source(value: str | float | None, default_run: Path) -> tuple[floa
     return None, path
 
 
-def explicit_settings(args, names) -> set[str]:
-    """The settings the command line (flags, ``key=value`` overrides, ``--config`` file) sets explicitly."""
+def explicit_settings(args, names, aliases: dict[str, str] | None = None) -> set[str]:
+    """The settings the command line (flags, ``key=value`` overrides, ``--config`` file) sets explicitly;
+    ``aliases``: other names of settings (``{"resume_path": "checkpoint"}``), counted as the setting."""
     from omegaconf import OmegaConf
 
     keys = {k for k, v in vars(args).items() if k in names and v is not None}
@@ -197,11 +198,11 @@ def explicit_settings(args, names) -> set[str]:
         keys.add("scorer")
     if getattr(args, "config", None) and Path(args.config).is_file():
         keys |= set(OmegaConf.to_container(OmegaConf.load(args.config)) or {})
-    return keys & set(names)
+    return {(aliases or {}).get(k, k) for k in keys} & set(names)
 
 
 def _same_setting(key: str, a, b) -> bool:
-    if key in ("model_config", "resume_path", "scorer_weights") and a and b:
+    if key in ("model_config", "checkpoint", "scorer_weights") and a and b:
         return os.path.abspath(str(a)) == os.path.abspath(str(b)) or (
             Path(a).is_file() and Path(b).is_file() and os.path.samefile(a, b))
     return a == b
@@ -241,10 +242,12 @@ def run_predict(args, cfg, load_model) -> int:
     (flags, ``key=value``, ``--config``) are the explicit ones."""
     from dataclasses import fields
 
+    from vlmdiff.run_config import key_aliases
+
     return predict_run(cfg, args.predict, load_model, threshold=args.threshold, threshold_class=args.threshold_class,
                        out=args.predict_out, force_settings=bool(getattr(args, "force_settings", False)),
                        skip_bad_images=bool(getattr(args, "skip_bad_images", False)),
-                       explicit=explicit_settings(args, [f.name for f in fields(cfg)]))
+                       explicit=explicit_settings(args, [f.name for f in fields(cfg)], key_aliases(type(cfg))))
 
 
 def predict_run(cfg, folder, load_model, *, threshold: str | float | None = None, threshold_class: str | None = None,

@@ -75,9 +75,9 @@ SCHEDULES = {"mvtec": (300, 25), "visa": (300, 25), "realiad": (100, 20), "coco"
 
 @dataclass
 class DataRunConfig:
-    """Settings shared by the runs that read a dataset with a model (training and testing)."""
+    """Settings shared by the runs that read a dataset with a model (training and testing); each adds the
+    checkpoint it reads, under its own name (training: ``init_checkpoint``, testing: ``checkpoint``)."""
 
-    resume_path: str = setting("", "checkpoint the model starts from", results=True)
     model_config: str = setting("configs/vlmdiff.yaml", "model config YAML (the networks and their sizes)",
                                 results=True)
     data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=DATASETS, results=True)
@@ -99,13 +99,30 @@ class DataRunConfig:
         return Path(self.output_dir) / self.exp_name
 
 
+# The reference's --resume_path names the checkpoint a stage reads; here each stage's setting says which one.
+RESUME_PATH = ("--resume_path",)
+
+
+# A stage's checkpoint comes first in its settings (--help, saved configs): a dataclass lists the fields of its
+# bases in reverse order of the bases, so ``class TrainConfig(DataRunConfig, _InitCheckpoint)`` starts with
+# init_checkpoint.
 @dataclass
-class TrainConfig(DataRunConfig):
+class _InitCheckpoint:
+    init_checkpoint: str = setting("models/vlmdiff_sd15_model.safetensors",
+                                   "checkpoint training starts from: build_model.py's output, or a trained one",
+                                   results=True, aliases=RESUME_PATH)
+
+
+@dataclass
+class _TestedCheckpoint:
+    checkpoint: str = setting("models/vlmdiff_trained.ckpt", "the trained checkpoint tested (.ckpt or "
+                              ".safetensors)", results=True, aliases=RESUME_PATH)
+
+
+@dataclass
+class TrainConfig(DataRunConfig, _InitCheckpoint):
     """Settings of a training run (defaults: the reference recipe)."""
 
-    resume_path: str = setting("models/vlmdiff_sd15_model.safetensors",
-                               "training-start checkpoint (build_model.py), or a trained one to start from",
-                               results=True)
     data_path: str = setting("", "dataset root folder", results=True, required=True)
     caption_folder: str | None = setting(
         None, "caption folder (a sibling of the dataset root, or a path); COCO-AD: the caption-file suffix of "
@@ -145,13 +162,11 @@ class TrainConfig(DataRunConfig):
 
 
 @dataclass
-class TestConfig(DataRunConfig):
+class TestConfig(DataRunConfig, _TestedCheckpoint):
     """Settings of a test run (defaults: the reference protocol at 256×256 with DINO ViT-S/8)."""
 
     __test__ = False  # not a pytest test class
 
-    resume_path: str = setting("models/vlmdiff_trained.ckpt", "trained checkpoint (.ckpt or .safetensors)",
-                               results=True)
     caption_folder: str = setting("", "caption folder (a sibling of the dataset root, or a path); COCO-AD: the "
                                   "caption-file suffix, e.g. _internvl", results=True, aliases=("--caption_model",))
     exp_name: str = setting("testing_mvtec", "run name: results go to <output_dir>/<exp_name>; the same name "
@@ -193,8 +208,9 @@ class TestConfig(DataRunConfig):
 class AEConfig:
     """Settings of an autoencoder finetuning run (finetune_autoencoder.py)."""
 
-    resume_path: str = setting("models/autoencoders.ckpt", "autoencoder weights to start from (the LDM kl-f8 "
-                               "checkpoint); '' starts from random weights (toy runs only)", results=True)
+    init_autoencoder: str = setting("models/autoencoders.ckpt", "autoencoder weights finetuning starts from (the "
+                                    "LDM kl-f8 checkpoint); '' starts from random weights (toy runs only)",
+                                    results=True, aliases=RESUME_PATH)
     model_config: str = setting("configs/vlmdiff.yaml", "model config YAML; its first_stage_config is the "
                                 "autoencoder", results=True)
     data_set: str = setting("mvtec", "data set (the folder layout of --data_path)", choices=DATASETS, results=True)

@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 
 RESULT_KEYS = result_keys(TestConfig)  # the settings tagged results=True
 # Settings that name a file: compared by content (size and SHA-256), not by path.
-FILE_KEYS = ("resume_path", "model_config", "scorer_weights")
+FILE_KEYS = ("checkpoint", "model_config", "scorer_weights")
+# run.json keys written by earlier versions under another name -> the setting's name now
+STORED_KEYS = {"resume_path": "checkpoint"}
 
 
 _DIGESTS: dict[tuple, str] = {}  # (absolute path, size, mtime_ns) -> SHA-256, for this process
@@ -86,6 +88,18 @@ def fingerprint(cfg: TestConfig, known: dict | None = None) -> dict:
             if k in FILE_KEYS else getattr(cfg, k) for k in RESULT_KEYS}
 
 
+def read_fingerprint(marker: Path) -> dict | None:
+    """A run's stored fingerprint (``run.json``), its keys by today's setting names (:data:`STORED_KEYS`);
+    None when there is none."""
+    if not marker.is_file():
+        return None
+    stored = json.loads(marker.read_text())
+    for old, new in STORED_KEYS.items():
+        if old in stored and new not in stored:
+            stored[new] = stored.pop(old)
+    return stored
+
+
 def _same(key: str, old, new) -> bool:
     if key in FILE_KEYS and isinstance(old, dict) and isinstance(new, dict):
         return (old.get("size"), old.get("sha256")) == (new["size"], new["sha256"])
@@ -111,7 +125,7 @@ def prepare_run_dir(cfg: TestConfig, skipped: Sequence[tuple[Path, str]] | None 
     """
     run = cfg.run_dir
     marker = run / "run.json"
-    old = json.loads(marker.read_text()) if marker.is_file() else None
+    old = read_fingerprint(marker)
     if old is not None and not any((run / "scores").glob("part_*.npz")):
         old = None  # a run that stopped before storing any result binds no settings
     info = fingerprint(cfg, old)
@@ -462,7 +476,7 @@ def evaluate_run(cfg: TestConfig, config_dump: dict | None = None, *, device=Non
 def _about(cfg: TestConfig) -> dict[str, str]:
     """What the report's page states above its table."""
     captions = f"captions from {cfg.caption_folder}" if cfg.use_captions else "no captions"
-    return {"checkpoint": str(cfg.resume_path), "model config": str(cfg.model_config),
+    return {"checkpoint": str(cfg.checkpoint), "model config": str(cfg.model_config),
             "data": f"{cfg.data_set} at {cfg.data_path}", "scorer": str(cfg.scorer),
             "protocol": (f"noise to t = {cfg.start_timestep} ({cfg.start_mode} start), {cfg.ddim_steps} DDIM steps, "
                          f"guidance {cfg.guidance_scale:g}, {captions}, Gaussian σ = {cfg.sigma:g}, "

@@ -60,7 +60,7 @@ def build_model(cfg: TrainConfig, *, load_weights: bool = True) -> VLMDiff:
         raise ValueError(f"optimizer={cfg.optimizer!r} is unknown; valid: {list(OPTIMIZERS)}")
     model = create_model(cfg.model_config, params=model_params(cfg))
     if load_weights:
-        model.load_checkpoint(cfg.resume_path)
+        model.load_checkpoint(cfg.init_checkpoint)
     model.model.diffusion_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     model.control_model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     return model

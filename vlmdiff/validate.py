@@ -69,7 +69,7 @@ def model_facts(model_config: str) -> ModelFacts:
                       shapes={k: tuple(v.shape) for k, v in model.state_dict().items()})
 
 
-def check_checkpoint(path: str, facts: ModelFacts | None, *, setting: str = "resume_path",
+def check_checkpoint(path: str, facts: ModelFacts | None, *, setting: str = "checkpoint",
                      model_config: str = "") -> None:
     """The checkpoint exists, is readable, and (given the model's facts) its tensors fit the model's shapes."""
     if not str(path):
@@ -206,13 +206,13 @@ def validate_test_config(cfg, *, need_data: bool = True, need_model: bool = True
         raise FileNotFoundError(f"{cfg.scorer_weights}: scorer weights not found (scorer_weights)")
     if not need_model:
         return None
-    if cfg.resume_path and not Path(cfg.resume_path).is_file():
-        raise FileNotFoundError(f"{cfg.resume_path}: checkpoint file not found (resume_path)")
+    if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"{cfg.checkpoint}: checkpoint file not found (checkpoint)")
     facts = model_facts(cfg.model_config)
     _int(cfg, "start_timestep", 0, facts.num_timesteps - 1)
     _int(cfg, "ddim_steps", 1, facts.num_timesteps)
     check_image_size(cfg.image_size, facts)
-    check_checkpoint(cfg.resume_path, facts, model_config=cfg.model_config)
+    check_checkpoint(cfg.checkpoint, facts, model_config=cfg.model_config)
     if need_data:
         check_data(cfg, "test")
     return facts
@@ -234,7 +234,7 @@ def validate_train_config(cfg, *, resume_from: str | Path | None = None) -> Mode
     if resume_from is not None:
         check_checkpoint(str(resume_from), facts, setting="the run's last checkpoint", model_config=cfg.model_config)
     else:
-        check_checkpoint(cfg.resume_path, facts, model_config=cfg.model_config)
+        check_checkpoint(cfg.init_checkpoint, facts, setting="init_checkpoint", model_config=cfg.model_config)
     check_data(cfg, "train")
     check_split_images(cfg, "train")
     return facts
@@ -266,8 +266,8 @@ def validate_autoencoder_config(cfg) -> None:
     for key in ("lpips_vgg", "lpips_lin"):
         if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
             raise FileNotFoundError(f"{getattr(cfg, key)}: weights not found ({key})")
-    if cfg.resume_path:
-        check_checkpoint(cfg.resume_path, None)
+    if cfg.init_autoencoder:
+        check_checkpoint(cfg.init_autoencoder, None, setting="init_autoencoder")
     check_data(cfg, "train")
     check_split_images(cfg, "train")
 

@@ -73,7 +73,7 @@ def test_dataset_keys_are_paths_relative_to_the_root(setup):
 
 
 def _cfg(tmp, data, exp, **kw):
-    return testing.TestConfig(resume_path="none", model_config=str(TINY_CONFIG), data_set="mvtec",
+    return testing.TestConfig(checkpoint="none", model_config=str(TINY_CONFIG), data_set="mvtec",
                               data_path=str(data), exp_name=exp, output_dir=str(tmp / "runs"), image_size=128,
                               scorer="effnet_lite0", ddim_steps=1, num_workers=0, device="cpu", **kw)
 

@@ -1,6 +1,7 @@
 """Test-run results keyed by image: grown and shrunk datasets, per_image.csv, content-checked resume."""
 
 import csv
+import json
 import os
 import shutil
 
@@ -21,7 +22,7 @@ def data(tmp_path):
 
 
 def cfg_for(tmp_path, data, **kw):
-    settings = dict(resume_path=str(tmp_path / "model.ckpt"), model_config=str(tmp_path / "model.yaml"),
+    settings = dict(checkpoint=str(tmp_path / "model.ckpt"), model_config=str(tmp_path / "model.yaml"),
                     data_set="mvtec", data_path=str(data), exp_name="run", output_dir=str(tmp_path / "runs"),
                     image_size=64, scorer="effnet_lite0", num_workers=0, batch_size=3, device="cpu")
     return testing.TestConfig(**{**settings, **kw})
@@ -129,7 +130,7 @@ def test_changed_checkpoint_is_refused_naming_it(files, data):
     os.utime(files / "model.ckpt", ns=(1, 1))  # touched: same content, the run resumes
     testing.prepare_run_dir(cfg)
     (files / "model.ckpt").write_bytes(b"weights-v2" * 100)  # retrained: same size, other content
-    with pytest.raises(ValueError, match=r"resume_path .*model\.ckpt: content changed \(size 1000 -> 1000, "
+    with pytest.raises(ValueError, match=r"checkpoint .*model\.ckpt: content changed \(size 1000 -> 1000, "
                                          r"sha256 [0-9a-f]{12}\.\.\. -> [0-9a-f]{12}\.\.\.\).*--overwrite"):
         testing.prepare_run_dir(cfg)
     (files / "model.yaml").write_text("model: {changed: 1}\n")
@@ -147,9 +148,25 @@ def test_moved_checkpoint_with_same_content_resumes(files, data):
     cfg = cfg_for(files, data)
     run_test(cfg)
     shutil.move(files / "model.ckpt", files / "moved.ckpt")
-    cfg.resume_path = str(files / "moved.ckpt")
+    cfg.checkpoint = str(files / "moved.ckpt")
     testing.prepare_run_dir(cfg)
     assert list((cfg.run_dir / "scores").glob("*.npz"))
+
+
+def test_a_run_stored_under_the_old_checkpoint_key_is_recognised(files, data):
+    """run.json of earlier versions names the checkpoint resume_path: the same run resumes, another is refused."""
+    cfg = cfg_for(files, data)
+    run_test(cfg)
+    marker = cfg.run_dir / "run.json"
+    stored = json.loads(marker.read_text())
+    stored = {("resume_path" if k == "checkpoint" else k): v for k, v in stored.items()}
+    marker.write_text(json.dumps(stored))
+    (files / "other.ckpt").write_bytes(b"weights-v2" * 100)
+    with pytest.raises(ValueError, match=r"checkpoint .*other\.ckpt: content changed"):
+        testing.prepare_run_dir(testing.TestConfig(**{**vars(cfg), "checkpoint": str(files / "other.ckpt")}))
+    testing.prepare_run_dir(cfg)
+    assert list((cfg.run_dir / "scores").glob("*.npz"))  # kept: the same settings
+    assert "checkpoint" in json.loads(marker.read_text()) and "resume_path" not in json.loads(marker.read_text())
 
 
 def test_file_digest_is_cached_by_size_and_mtime(tmp_path):

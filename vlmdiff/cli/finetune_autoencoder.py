@@ -3,7 +3,7 @@
 after --disc_start), and write the checkpoint build_model.py consumes (--ae). Starting the same
 --exp_name again continues from its last completed epoch (<output_dir>/<exp_name>/checkpoints/last.ckpt).
 
-    python finetune_autoencoder.py --resume_path models/autoencoders.ckpt --data_set mvtec \\
+    python finetune_autoencoder.py --init_autoencoder models/autoencoders.ckpt --data_set mvtec \\
         --data_path data/mvtec --lpips_vgg models/vgg16.pth --lpips_lin models/lpips_vgg.pth --max_epochs 20
 """
 

@@ -5,7 +5,7 @@ Defaults follow the reference protocol (DDIM 10 steps, guidance 9, t = 999, DINO
 weights are given with --scorer_weights), seeded. Resumes an interrupted run of the same --exp_name.
 Several processes (torchrun --nproc_per_node N test.py ...) split the batches; process 0 reports.
 
-    python test.py --config configs/runs/test_mvtec.yaml --resume_path runs/mvtec_vlmdiff/checkpoints/last.ckpt \\
+    python test.py --config configs/runs/test_mvtec.yaml --checkpoint runs/mvtec_vlmdiff/checkpoints/last.ckpt \\
         --data_path data/mvtec --scorer_weights models/dino_deitsmall8_pretrain.pth
 """
 

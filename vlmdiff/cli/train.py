@@ -4,7 +4,7 @@
 Starting the same --exp_name again resumes from its last checkpoint. Multi-GPU / multi-node through
 Lightning DDP (--devices, --num_nodes, --strategy ddp), e.g. under torchrun or SLURM.
 
-    python train.py --resume_path models/vlmdiff_mvtec.safetensors --data_set mvtec --data_path data/mvtec \\
+    python train.py --init_checkpoint models/vlmdiff_mvtec.safetensors --data_set mvtec --data_path data/mvtec \\
         --use_captions --caption_folder mvtec_captions_internvl_pd --exp_name mvtec_vlmdiff
 """
 

@@ -94,7 +94,7 @@ def run(cfg: Config) -> int:
               "classes": list(classes) if classes else None}
     ae_init = str(BUNDLED_TINY_AUTOENCODER) if cfg.ae_init is None else cfg.ae_init
     rc = finetune_autoencoder.run(AEConfig(
-        resume_path=ae_init, model_config=str(TINY), **common, exp_name="autoencoder", image_size=cfg.image_size,
+        init_autoencoder=ae_init, model_config=str(TINY), **common, exp_name="autoencoder", image_size=cfg.image_size,
         crop_size=cfg.ae_crop, batch_size=cfg.ae_batch_size, accumulate=1, learning_rate=cfg.ae_learning_rate,
         max_steps=cfg.ae_steps, max_epochs=-1, num_workers=0, accelerator="cpu", progress_bar=False))
     if rc:
@@ -113,7 +113,7 @@ def run(cfg: Config) -> int:
     stage("model assembly")
     with_captions = cfg.captions == "template"
     rc = train.run(TrainConfig(
-        resume_path=str(assembled), model_config=str(TINY), **common, exp_name="train", use_captions=with_captions,
+        init_checkpoint=str(assembled), model_config=str(TINY), **common, exp_name="train", use_captions=with_captions,
         caption_folder=str(captions) if with_captions else None, batch_size=cfg.batch_size,
         accumulate_grad_batches=1, learning_rate=cfg.learning_rate, max_epochs=cfg.epochs,
         every_n_epochs=cfg.epochs, num_workers=0, accelerator="cpu", seed=cfg.seed, image_size=cfg.image_size,
@@ -126,11 +126,11 @@ def run(cfg: Config) -> int:
     test_common = {"model_config": str(TINY), **common, "scorer": cfg.scorer, "batch_size": cfg.test_batch_size,
                    "device": "cpu", "image_size": cfg.image_size, "num_workers": 0, "ddim_steps": cfg.ddim_steps,
                    "seed": cfg.seed, "overwrite": True, "only_mid_control": cfg.only_mid_control}
-    rc = test.run(TestConfig(resume_path=str(trained), exp_name="test", save_visuals=True, **test_common))
+    rc = test.run(TestConfig(checkpoint=str(trained), exp_name="test", save_visuals=True, **test_common))
     if rc:
         return rc
     stage("testing")
-    rc = test.run(TestConfig(resume_path=str(assembled), exp_name="test_untrained", **test_common))
+    rc = test.run(TestConfig(checkpoint=str(assembled), exp_name="test_untrained", **test_common))
     if rc:
         return rc
     stage("testing the untrained start")

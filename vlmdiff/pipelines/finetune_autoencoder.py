@@ -19,19 +19,19 @@ log = logging.getLogger("finetune_autoencoder")
 
 
 def load_autoencoder(cfg: Config):
-    """The autoencoder of ``cfg``'s model config, with the weights of ``cfg.resume_path`` when given."""
+    """The autoencoder of ``cfg``'s model config, with the weights of ``cfg.init_autoencoder`` when given."""
     from vlmdiff.checkpoint import load_state_dict, load_strict, strip_prefix  # torch: not needed by --help
     from vlmdiff.config import instantiate, load_config
 
     section = load_config(cfg.model_config).model.params.first_stage_config
     ae = instantiate(section, where=f"{cfg.model_config}: first_stage_config")
-    if cfg.resume_path:
-        sd = load_state_dict(cfg.resume_path)
+    if cfg.init_autoencoder:
+        sd = load_state_dict(cfg.init_autoencoder)
         if any(k.startswith("first_stage_model.") for k in sd):
             sd = strip_prefix(sd, "first_stage_model.")
-        load_strict(ae, {k: v for k, v in sd.items() if not k.startswith("loss.")}, source=cfg.resume_path)
+        load_strict(ae, {k: v for k, v in sd.items() if not k.startswith("loss.")}, source=cfg.init_autoencoder)
     else:
-        log.warning("no --resume_path: the autoencoder starts from random weights")
+        log.warning("no --init_autoencoder: the autoencoder starts from random weights")
     return ae
 
 

@@ -26,7 +26,7 @@ def load_model(cfg: Config, device: torch.device):
     from vlmdiff.model import create_model
 
     model = create_model(cfg.model_config, params={"only_mid_control": cfg.only_mid_control})  # the run config's
-    model.load_checkpoint(cfg.resume_path)
+    model.load_checkpoint(cfg.checkpoint)
     return model.to(device).eval(), build_extractor(cfg.scorer, cfg.scorer_weights).to(device)
 
 
