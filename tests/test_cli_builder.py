@@ -289,7 +289,7 @@ def test_the_demo_takes_its_flags_as_before_and_as_settings(tmp_path, capsys):
 def test_a_misspelt_demo_setting_names_the_closest_one(argv, message, tmp_path, capsys, monkeypatch):
     from vlmdiff.cli import demo as demo_cli
 
-    monkeypatch.setattr(demo_cli, "run", lambda cfg: pytest.fail(f"the demo ran with {cfg}"))
+    monkeypatch.setattr(demo_cli.stage, "run", lambda cfg: pytest.fail(f"the demo ran with {cfg}"))
     assert cli_main(demo_cli.main, ["--work_dir", str(tmp_path / "w"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message), err

@@ -155,12 +155,13 @@ def test_every_stage_is_a_config_and_a_run_function(tmp_path):
         module = importlib.import_module(f"vlmdiff.pipelines.{stage}")
         assert module.Config is schema and is_dataclass(module.Config) and callable(module.run), stage
         assert module.run.__module__ == module.__name__, stage  # the stage's code lives in its module
-    # the command lines are wrappers: each runs its stage module's function, none has code of its own
+    # the command lines are wrappers: each runs its stage module's run, none has a run of its own
     commands = {"captioner": "caption", "finetune_autoencoder": "finetune_autoencoder", "build_model": "assemble",
                 "train": "train", "test": "test", "demo": "demo"}
     for command, stage in commands.items():
         cli_module = importlib.import_module(f"vlmdiff.cli.{command}")
-        assert cli_module.run is importlib.import_module(f"vlmdiff.pipelines.{stage}").run, command
+        assert cli_module.stage is importlib.import_module(f"vlmdiff.pipelines.{stage}"), command
+        assert not hasattr(cli_module, "run"), command
     from vlmdiff.pipelines import assemble
 
     out = tmp_path / "start.safetensors"

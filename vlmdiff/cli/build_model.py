@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from vlmdiff.cli.builder import ConfigCommandLine, UsageError
-from vlmdiff.pipelines.assemble import Config, run
+from vlmdiff.pipelines import assemble as stage
 
 
 def command_line(prog=None) -> ConfigCommandLine:
     """Every BuildConfig setting a flag (``vlmdiff.cli.builder``)."""
-    return ConfigCommandLine(Config, prog=prog, description=__doc__)
+    return ConfigCommandLine(stage.Config, prog=prog, description=__doc__)
 
 
 def check_run_config_file(path: str | None) -> None:
@@ -43,7 +43,7 @@ def main(argv=None, prog=None) -> int:
     args = cli.parse_args(argv)
     check_run_config_file(args.config)
     cfg = cli.resolve(args)
-    return run(cfg)
+    return stage.run(cfg)
 
 
 if __name__ == "__main__":

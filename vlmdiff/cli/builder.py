@@ -21,6 +21,8 @@ a required setting left empty is named. Both are one line (``error: ...`` throug
     cli.add_argument("--predict", metavar="FOLDER", help="...")   # an option that is not a setting
     args = cli.parse_args(argv)
     cfg = cli.resolve(args)
+
+A stage whose command line is its settings and nothing else: ``command_line, main = stage_command(stage, __doc__)``.
 """
 
 from __future__ import annotations
@@ -251,3 +253,22 @@ class ConfigCommandLine:
                 raise UsageError(f"{f.name}: {value!r} is not one of {', '.join(choices)}"
                                  + (f"; did you mean {guess!r}?" if guess else ""))
         return cfg
+
+
+def stage_command(stage, description: str | None = None):
+    """``(command_line, main)`` of a stage whose command line is its run config's settings and nothing else.
+
+    ``stage``: the stage's :mod:`vlmdiff.pipelines` module (``Config``, ``run``); ``main(argv=None, prog=None)``
+    resolves the settings and returns ``stage.run(cfg)``.
+    """
+
+    def command_line(prog: str | None = None) -> ConfigCommandLine:
+        """Every setting of the stage's run config a flag."""
+        return ConfigCommandLine(stage.Config, prog=prog, description=description)
+
+    def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+        """The settings of the command line, then the stage's ``run(cfg)``."""
+        cli = command_line(prog)
+        return stage.run(cli.resolve(cli.parse_args(argv)))
+
+    return command_line, main

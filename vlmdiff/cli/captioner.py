@@ -19,12 +19,12 @@ import os
 import sys
 
 from vlmdiff.cli.builder import ConfigCommandLine
-from vlmdiff.pipelines.caption import Config, run
+from vlmdiff.pipelines import caption as stage
 
 
 def command_line(prog=None) -> ConfigCommandLine:
     """Every CaptionerConfig setting a flag (``vlmdiff.cli.builder``)."""
-    return ConfigCommandLine(Config, prog=prog, description=__doc__)
+    return ConfigCommandLine(stage.Config, prog=prog, description=__doc__)
 
 
 def main(argv=None, prog=None) -> int:
@@ -37,7 +37,7 @@ def main(argv=None, prog=None) -> int:
         if flags[key] is None and env in os.environ:
             flags[key] = int(os.environ[env])
     cfg = cli.resolve(args, flags)
-    return run(cfg)
+    return stage.run(cfg)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,14 @@ import sys
 
 from vlmdiff.cli.builder import ConfigCommandLine
 from vlmdiff.features import EXTRACTORS
-from vlmdiff.pipelines import test as pipeline
-from vlmdiff.pipelines.test import Config, run
+from vlmdiff.pipelines import test as stage
 
 DINO_SCORERS = tuple(name for name in EXTRACTORS if name.startswith(("v1", "v2")))  # the DINO networks
 
 
 def command_line(prog=None) -> ConfigCommandLine:
     """Every TestConfig setting a flag (``vlmdiff.cli.builder``), plus the options of evaluating and predicting."""
-    cli = ConfigCommandLine(Config, prog=prog, description=__doc__)
+    cli = ConfigCommandLine(stage.Config, prog=prog, description=__doc__)
     cli.add_argument("--use_dino", action="store_true",
                      help="the reference's flag: score with --dino_version (the same as --scorer <dino_version>)")
     cli.add_argument("--dino_version", choices=DINO_SCORERS, default="v1s8",
@@ -46,18 +45,18 @@ def command_line(prog=None) -> ConfigCommandLine:
     return cli
 
 
-def resolve(cli: ConfigCommandLine, args) -> Config:
+def resolve(cli: ConfigCommandLine, args) -> stage.Config:
     flags = cli.flags(args)
     if args.use_dino and args.scorer is None:
         flags["scorer"] = args.dino_version
     return cli.resolve(args, flags)
 
 
-def predict(args, cfg: Config) -> int:
+def predict(args, cfg: stage.Config) -> int:
     """``--predict FOLDER``: :func:`vlmdiff.predict.run_predict` with the model of :mod:`vlmdiff.pipelines.test`."""
     from vlmdiff.predict import run_predict
 
-    return run_predict(args, cfg, pipeline.load_model)
+    return run_predict(args, cfg, stage.load_model)
 
 
 def main(argv=None, prog=None) -> int:
@@ -68,7 +67,7 @@ def main(argv=None, prog=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.predict:
         return predict(args, cfg)
-    return run(cfg, eval_only=args.run_eval_only, skip_bad_images=args.skip_bad_images)
+    return stage.run(cfg, eval_only=args.run_eval_only, skip_bad_images=args.skip_bad_images)
 
 
 if __name__ == "__main__":

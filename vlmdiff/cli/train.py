@@ -12,20 +12,11 @@ from __future__ import annotations
 
 import sys
 
-from vlmdiff.cli.builder import ConfigCommandLine
-from vlmdiff.pipelines.train import Config, run
+from vlmdiff.cli.builder import stage_command
+from vlmdiff.pipelines import train as stage
 
-
-def command_line(prog=None) -> ConfigCommandLine:
-    """Every TrainConfig setting a flag (``vlmdiff.cli.builder``)."""
-    return ConfigCommandLine(Config, prog=prog, description=__doc__)
-
-
-def main(argv=None, prog=None) -> int:
-    """The settings of the command line, then :func:`vlmdiff.pipelines.train.run`."""
-    cli = command_line(prog)
-    cfg = cli.resolve(cli.parse_args(argv))
-    return run(cfg)
+# every TrainConfig setting a flag; main resolves them and runs vlmdiff.pipelines.train.run
+command_line, main = stage_command(stage, __doc__)
 
 
 if __name__ == "__main__":
