@@ -73,21 +73,32 @@ def ddp_strategy(strategy: str) -> str:
         strategy, strategy)
 
 
-def build_trainer(cfg: TrainConfig, callbacks=()) -> L.Trainer:
-    epochs, every = cfg.schedule()
-    run = cfg.run_dir
+def lightning_trainer(run: Path, *, checkpoint_every: int, keep_every: bool, tensorboard: bool, progress_bar: bool,
+                      callbacks=(), **kwargs) -> L.Trainer:
+    """The Lightning ``Trainer`` of both training stages (VLMDiff, autoencoder finetuning): ``last.ckpt`` in
+    ``<run>/checkpoints`` rewritten at the end of every ``checkpoint_every``-th epoch (plus one
+    ``model_<epoch>.ckpt`` each time with ``keep_every``), CSV (and TensorBoard) logs in the run folder, no
+    validation loop, no model summary; ``kwargs`` go to the ``Trainer``."""
     # no version counter: a run resumed with another checkpoint interval must still overwrite last.ckpt
     # (Lightning would otherwise write last-v1.ckpt beside the stale one)
-    checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", filename="model_{epoch:03d}", every_n_epochs=every,
-                                  save_top_k=-1, save_last=True, save_on_train_epoch_end=True,
-                                  enable_version_counter=False)
-    loggers = [TensorBoardLogger(run, name="tensorboard", version=""), CSVLogger(run, name="csv", version="")]
-    return L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                     strategy=ddp_strategy(cfg.strategy), precision=cfg.precision, max_epochs=epochs, max_steps=cfg.max_steps,
-                     accumulate_grad_batches=cfg.accumulate_grad_batches, limit_val_batches=0,
-                     num_sanity_val_steps=0, callbacks=[checkpoints, *callbacks], logger=loggers,
-                     log_every_n_steps=cfg.log_every_n_steps, enable_progress_bar=cfg.progress_bar,
-                     enable_model_summary=False, default_root_dir=run)
+    checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", filename="model_{epoch:03d}",
+                                  every_n_epochs=checkpoint_every, save_top_k=-1 if keep_every else 0, save_last=True,
+                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    loggers = [CSVLogger(run, name="csv", version="")]
+    if tensorboard:
+        loggers.insert(0, TensorBoardLogger(run, name="tensorboard", version=""))
+    return L.Trainer(callbacks=[checkpoints, *callbacks], logger=loggers, limit_val_batches=0, num_sanity_val_steps=0,
+                     enable_progress_bar=progress_bar, enable_model_summary=False, default_root_dir=run, **kwargs)
+
+
+def build_trainer(cfg: TrainConfig, callbacks=()) -> L.Trainer:
+    epochs, every = cfg.schedule()
+    return lightning_trainer(cfg.run_dir, checkpoint_every=every, keep_every=True, tensorboard=True,
+                             progress_bar=cfg.progress_bar, callbacks=callbacks, accelerator=cfg.accelerator,
+                             devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=ddp_strategy(cfg.strategy),
+                             precision=cfg.precision, max_epochs=epochs, max_steps=cfg.max_steps,
+                             accumulate_grad_batches=cfg.accumulate_grad_batches,
+                             log_every_n_steps=cfg.log_every_n_steps)
 
 
 def last_checkpoint(cfg: TrainConfig) -> Path | None:

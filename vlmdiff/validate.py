@@ -135,9 +135,13 @@ def _device(value: str) -> None:
 
 
 def resolve_device(value: str) -> torch.device:
-    """``auto`` → the first GPU when there is one, else the CPU; otherwise the device named (checked)."""
+    """``auto`` → the process's GPU (``cuda:<LOCAL_RANK>``, 0 outside torchrun) when CUDA is available, else the
+    CPU; otherwise the device named (checked)."""
     _device(value)
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
+    if value != "auto":
+        return torch.device(value)
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else \
+        torch.device("cpu")
 
 
 def check_data(cfg, split: str) -> None:

@@ -16,26 +16,18 @@ from vlmdiff.run_config import save_run_config
 
 __all__ = ["Config", "run"]
 
-def resolve_device(device: str) -> str:
-    """``auto``: ``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``; any other value as it is."""
-    if device != "auto":
-        return device
-    import torch
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
-
-
 def run(cfg: Config) -> int:
     """Caption the data set of ``cfg``; 0 when done."""
     from vlmdiff.captioning import run_captioning  # here: --help answers without torch
     from vlmdiff.data import build_dataset
-    from vlmdiff.validate import validate_captioner_config
+    from vlmdiff.validate import resolve_device, validate_captioner_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     validate_captioner_config(cfg)
     prompt_type = "custom" if cfg.prompt else cfg.prompt_type
     prompt = resolve_prompt(cfg.data_set, cfg.prompt_type, cfg.prompt)
     backend = build_captioner(cfg.backend, model_path=cfg.model_path, api_base=cfg.api_base, api_model=cfg.api_model,
-                              api_key=os.environ.get("OPENAI_API_KEY"), device=resolve_device(cfg.device),
+                              api_key=os.environ.get("OPENAI_API_KEY"), device=str(resolve_device(cfg.device)),
                               dtype=cfg.dtype, max_new_tokens=cfg.max_new_tokens,
                               trust_remote_code=cfg.trust_remote_code, timeout=cfg.timeout, retries=cfg.retries,
                               concurrency=cfg.concurrency)

@@ -37,16 +37,14 @@ def load_autoencoder(cfg: Config):
 
 def run(cfg: Config) -> int:
     """Finetune the autoencoder of ``cfg`` (or continue its run); 0 when done, 2 for bad LPIPS or weights."""
-    import lightning as L  # here: --help and --print_config answer without torch
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    import torch  # here: --help and --print_config answer without torch
     from torch.utils.data import DataLoader
 
     from utils.seed import seed_everything
     from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
     from vlmdiff.checkpoint import save_state_dict
     from vlmdiff.data import build_dataset
+    from vlmdiff.training import lightning_trainer
     from vlmdiff.validate import validate_autoencoder_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -79,17 +77,14 @@ def run(cfg: Config) -> int:
     module = AutoencoderFinetuner(autoencoder, learning_rate=cfg.learning_rate or cfg.batch_size * 4.5e-5,
                                   accumulate=cfg.accumulate, disc_start=cfg.disc_start, lpips=lpips)
     max_steps = 2 * cfg.max_steps if cfg.max_steps > 0 else -1  # Lightning counts both optimisers' steps
-    # one rolling checkpoint (last.ckpt, every epoch): starting the same run again continues from it
-    checkpoints = ModelCheckpoint(dirpath=run / "checkpoints", save_top_k=0, save_last=True, every_n_epochs=1,
-                                  save_on_train_epoch_end=True, enable_version_counter=False)
     resume = run / "checkpoints" / "last.ckpt"
     resume = resume if resume.is_file() else None
     if resume is not None:
         log.info("resuming from %s (the last completed epoch)", resume)
-    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, max_epochs=cfg.max_epochs,
-                        max_steps=max_steps, default_root_dir=run, enable_progress_bar=cfg.progress_bar,
-                        enable_model_summary=False, log_every_n_steps=10, limit_val_batches=0,
-                        callbacks=[checkpoints], logger=CSVLogger(run, name="csv", version=""))
+    # one rolling checkpoint (last.ckpt, every epoch): starting the same run again continues from it
+    trainer = lightning_trainer(run, checkpoint_every=1, keep_every=False, tensorboard=False,
+                                progress_bar=cfg.progress_bar, accelerator=cfg.accelerator, devices=cfg.devices,
+                                max_epochs=cfg.max_epochs, max_steps=max_steps, log_every_n_steps=10)
     trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
     out = run / "autoencoder.ckpt"
     save_state_dict(module.autoencoder.state_dict(), out)
