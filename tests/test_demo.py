@@ -141,3 +141,23 @@ def test_demo_on_your_own_folder(own_folder, tmp_path, masks):
     assert sorted(set(res["filenames"].tolist())) == sorted(
         p.relative_to(data).as_posix() for p in (data / "disc" / "test").rglob("*.png"))
     assert np.isfinite(res["maps"]).all()
+
+
+@pytest.mark.parametrize("flag, message", [("--sgn", "checkpoint file not found (--sgn)"),
+                                           ("--sgn", "not part of an SGN start"),
+                                           ("--sd", "Stable Diffusion key(s) missing")])
+def test_a_bad_start_file_is_refused_before_any_work(tmp_path, capsys, flag, message):
+    """The demo checks a given --sd / --sgn from its header before it generates data or trains anything."""
+    from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER
+    from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD
+
+    bad = {"checkpoint file not found (--sgn)": tmp_path / "none.safetensors",
+           "not part of an SGN start": BUNDLED_TINY_SD,  # a whole SD file is not an SGN start
+           "Stable Diffusion key(s) missing": BUNDLED_TINY_AUTOENCODER}[message]
+    from vlmdiff.errors import cli_main
+
+    work = tmp_path / "demo"
+    assert cli_main(demo_main, ["--work_dir", str(work), flag, str(bad), "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(bad) in err and err.count("\n") == 0
+    assert not work.exists()

@@ -71,6 +71,11 @@ def run(cfg: Config) -> int:
     from vlmdiff.pipelines import assemble, finetune_autoencoder, test, train
 
     work = Path(cfg.work_dir)
+    if cfg.sd or cfg.sgn:  # a given start file is checked from its header before any work
+        from vlmdiff.validate import validate_build_inputs
+
+        validate_build_inputs(cfg.sd or str(BUNDLED_TINY_SD), str(BUNDLED_TINY_AUTOENCODER), str(TINY), [],
+                              str(work / "vlmdiff_tiny_start.safetensors"), sgn=cfg.sgn)
     times, start = {}, time.perf_counter()
     print(f"demo: {threads} thread(s), OpenMP wait policy {os.environ.get('OMP_WAIT_POLICY', 'default')}", flush=True)
 
