@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: int, crop: int, crop_help: str,
@@ -21,10 +24,6 @@ def add_recipe_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: 
 def parse_recipe(p: argparse.ArgumentParser, argv) -> argparse.Namespace | None:
     """The parsed command line with INFO logging on, or None after a one-line error when ``--out`` is not a
     ``.safetensors`` file."""
-    import logging
-    import sys
-    from pathlib import Path
-
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if Path(args.out).suffix != ".safetensors":
