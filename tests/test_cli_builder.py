@@ -231,7 +231,8 @@ def test_the_fingerprint_reads_the_results_tags():
 # the demo's flags before its command line was built from DemoConfig: each keeps its name and its default
 DEMO_FLAGS = {"work_dir": "runs/demo", "data_path": None, "classes": None, "image_size": 128, "n_train": 24,
               "n_test_good": 6, "n_test_defect": 10, "sd": None, "sgn": None, "ae_init": None, "ae_steps": 100,
-              "ae_crop": 0, "ae_batch_size": 8, "ae_learning_rate": 3e-4, "epochs": 20, "batch_size": 8,
+              "ae_crop": 0, "ae_batch_size": 8, "ae_learning_rate": 3e-4, "ae_perceptual": "effnet_lite0",
+              "epochs": 20, "batch_size": 8,
               "learning_rate": 1e-3, "only_mid_control": True, "captions": "template", "ddim_steps": 10, "scorer": "effnet_lite0_s16",
               "test_batch_size": 8, "threads": 0, "seed": 0}
 
@@ -249,6 +250,7 @@ def test_the_demo_lists_every_setting_with_its_default(capsys, monkeypatch):
         assert len(entry) > len(f"--{f.name}") + 30, f"--{f.name} has no help text"
     assert "{" + ",".join(EXTRACTORS) + "}" in entries["--scorer"]
     assert "--captions {template,none}" in entries["--captions"]
+    assert "--ae_perceptual {effnet_lite0,none}" in entries["--ae_perceptual"]
     assert "DemoConfig" in entries["--config"] and "--print_config" in entries
 
 

@@ -30,7 +30,8 @@ def old_stage_configs(cfg, work, data, data_set, classes):
     common = ["--data_set", data_set, "--data_path", str(data), "--output_dir", str(work)]
     ae = ["--resume_path", str(BUNDLED_TINY_AUTOENCODER), "--model_config", str(TINY), *common, "--exp_name",
           "autoencoder", "--image_size", str(cfg.image_size), "--crop_size", str(cfg.ae_crop), "--batch_size",
-          str(cfg.ae_batch_size), "--accumulate", "1", "--learning_rate", str(cfg.ae_learning_rate), "--max_steps",
+          str(cfg.ae_batch_size), "--accumulate", "1", "--learning_rate", str(cfg.ae_learning_rate), "--perceptual",
+          cfg.ae_perceptual, "--max_steps",
           str(cfg.ae_steps), "--max_epochs", "-1", "--num_workers", "0", "--accelerator", "cpu",
           "progress_bar=false", *cls_override]
     assembled = work / "vlmdiff_tiny_start.safetensors"
@@ -60,7 +61,8 @@ def old_stage_configs(cfg, work, data, data_set, classes):
 
 
 @pytest.mark.parametrize("extra", [[], ["--captions", "none", "--only_mid_control", "false", "--seed", "3",
-                                        "--learning_rate", "3e-3", "--classes", "weave"]])
+                                        "--learning_rate", "3e-3", "--classes", "weave", "--ae_perceptual",
+                                        "none"]])
 def test_the_demo_runs_each_stage_with_the_settings_it_always_gave(tmp_path, monkeypatch, extra):
     """The demo calls the stages' library functions with the settings its stage command lines had."""
     from vlmdiff.cli import demo as demo_cli

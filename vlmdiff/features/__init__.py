@@ -21,6 +21,7 @@ EXTRACTORS = (*VIT, "v2s14", "v1r50", "resnet50", *EFFNET_LEVELS)
 
 # the networks load on first use (torch): the names above import without it
 __getattr__, __dir__, _lazy = lazy_exports(__name__, {
-    "extractors": ["FeatureExtractor", "build_extractor", "build_network", "clean_keys", "shipped_effnet_weights"],
+    "extractors": ["FeatureExtractor", "build_extractor", "build_network", "clean_keys", "effnet_input",
+                   "shipped_effnet_weights"],
 })
 __all__ = ["EFFNET_LEVELS", "EXTRACTORS", "VIT", *_lazy]

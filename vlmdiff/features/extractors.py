@@ -68,12 +68,17 @@ def _v2_features(reinterpret_resize: bool):
     return features
 
 
+def effnet_input(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised images ``(B, 3, H, W)`` as the EfficientNet-Lite networks read them: RGB in [−1, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
+    rgb = x * std + mean  # back to [0, 1] RGB, then to the [−1, 1] the Lite models were trained on
+    return rgb * 2 - 1
+
+
 def _effnet_features(levels: tuple[int, ...]):
     def features(net, x):
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
-        std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
-        rgb = x * std + mean  # back to [0, 1] RGB, then to the [−1, 1] the Lite models were trained on
-        outs = net.block_outputs(rgb * 2 - 1)
+        outs = net.block_outputs(effnet_input(x))
         return [outs[i] for i in levels]
     return features
 

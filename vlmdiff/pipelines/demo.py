@@ -101,7 +101,8 @@ def run(cfg: Config) -> int:
     rc = finetune_autoencoder.run(AEConfig(
         init_autoencoder=ae_init, model_config=str(TINY), **common, exp_name="autoencoder", image_size=cfg.image_size,
         crop_size=cfg.ae_crop, batch_size=cfg.ae_batch_size, accumulate=1, learning_rate=cfg.ae_learning_rate,
-        max_steps=cfg.ae_steps, max_epochs=-1, num_workers=0, accelerator="cpu", progress_bar=False))
+        perceptual=cfg.ae_perceptual, max_steps=cfg.ae_steps, max_epochs=-1, num_workers=0, accelerator="cpu",
+        progress_bar=False))
     if rc:
         return rc
     stage("autoencoder finetuning")

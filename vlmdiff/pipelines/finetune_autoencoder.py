@@ -41,31 +41,27 @@ def run(cfg: Config) -> int:
     from torch.utils.data import DataLoader
 
     from utils.seed import seed_everything
-    from vlmdiff.ae_finetune import LPIPS, AutoencoderFinetuner, RandomCrops
+    from vlmdiff.ae_finetune import AutoencoderFinetuner, RandomCrops, build_perceptual
     from vlmdiff.checkpoint import save_state_dict
     from vlmdiff.data import build_dataset
     from vlmdiff.training import lightning_trainer
-    from vlmdiff.validate import validate_autoencoder_config
+    from vlmdiff.validate import perceptual_in_use, validate_autoencoder_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     validate_autoencoder_config(cfg)
     seed_everything(cfg.seed)
     run = Path(cfg.output_dir) / cfg.exp_name
-    lpips = None
-    if bool(cfg.lpips_vgg) != bool(cfg.lpips_lin):
-        print("error: --lpips_vgg and --lpips_lin go together (VGG16 weights and the LPIPS linear heads)",
-              file=sys.stderr)
-        return 2
     try:
-        if cfg.lpips_vgg:
-            lpips = LPIPS(cfg.lpips_vgg, cfg.lpips_lin)
+        lpips = build_perceptual(cfg.perceptual, lpips_vgg=cfg.lpips_vgg, lpips_lin=cfg.lpips_lin)
         autoencoder = load_autoencoder(cfg)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     save_run_config(cfg, run / "ae_config.yaml")
-    if lpips is None:
+    if cfg.perceptual == "lpips" and lpips is None:
         log.warning("LPIPS weights not given (--lpips_vgg, --lpips_lin): training without the perceptual term")
+    else:
+        log.info("perceptual term: %s", perceptual_in_use(cfg.perceptual, cfg.lpips_vgg))
     dataset = build_dataset(cfg.data_set, cfg.data_path, "train", image_size=cfg.image_size, coco_part=cfg.coco_part,
                             classes=cfg.classes)
     if cfg.crop_size:
