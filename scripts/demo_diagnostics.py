@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     configure_cpu(args.threads)
     import torch
 
-    from vlmdiff.config import TINY_CONFIG
+    from vlmdiff.config import DEMO_CONFIG
     from vlmdiff.data import build_dataset
     from vlmdiff.demo import control_sensitivity, reconstruction_bounds
     from vlmdiff.features import build_extractor
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     size = int(settings.get("image_size", 128))
     models = {}
     for name, path in (("untrained start", start), ("trained", trained)):
-        models[name] = create_model(TINY_CONFIG)
+        models[name] = create_model(settings.get("model_config") or DEMO_CONFIG)
         models[name].load_checkpoint(path)
         models[name].eval()
     extractor = build_extractor(settings.get("scorer", "effnet_lite0_s16"))

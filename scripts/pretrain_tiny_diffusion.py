@@ -37,12 +37,12 @@ from utils.io import atomic_path  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER  # noqa: E402
 from vlmdiff.checkpoint import load_state_dict, load_strict  # noqa: E402
-from vlmdiff.config import TINY_CONFIG  # noqa: E402
+from vlmdiff.config import DEMO_CONFIG  # noqa: E402
 from vlmdiff.data.photos import PhotoCrops, load_photos  # noqa: E402
 from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD, encode_bank, pretrain_unet, sd_layout_state_dict  # noqa: E402
 from vlmdiff.model import create_model  # noqa: E402
 
-TINY = TINY_CONFIG
+TINY = DEMO_CONFIG
 
 
 def main(argv=None) -> int:

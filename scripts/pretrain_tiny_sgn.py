@@ -39,7 +39,7 @@ from utils.seed import seed_everything  # noqa: E402
 from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER  # noqa: E402
 from vlmdiff.assemble import assemble_state_dict  # noqa: E402
 from vlmdiff.checkpoint import load_state_dict  # noqa: E402
-from vlmdiff.config import TINY_CONFIG  # noqa: E402
+from vlmdiff.config import DEMO_CONFIG  # noqa: E402
 from vlmdiff.data.photos import PhotoCrops, load_photos  # noqa: E402
 from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD, encode_bank, pretrain_sgn, sgn_state_dict  # noqa: E402
 from vlmdiff.model import create_model, load_weights  # noqa: E402
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                    "(default: the bundled one)")
     p.add_argument("--autoencoder", default=str(BUNDLED_TINY_AUTOENCODER),
                    help="autoencoder weights that encode the photographs (default: the bundled one)")
-    p.add_argument("--model_config", default=str(TINY_CONFIG), help="model config (%(default)s)")
+    p.add_argument("--model_config", default=str(DEMO_CONFIG), help="model config (%(default)s)")
     p.add_argument("--min_timestep", type=int, default=500, help="timesteps drawn from [this, 1000) (%(default)s)")
     p.add_argument("--n_crops", type=int, default=1024, help="photograph crops encoded once (%(default)s)")
     add_recipe_arguments(p, steps=3000, batch_size=8, crop=128, crop_help="crop side; latents are 1/8 of it",

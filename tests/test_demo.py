@@ -22,9 +22,10 @@ def old_stage_configs(cfg, work, data, data_set, classes):
     from vlmdiff.cli import build_model, finetune_autoencoder
     from vlmdiff.cli import test as test_cli
     from vlmdiff.cli import train as train_cli
-    from vlmdiff.config import TINY_CONFIG as TINY
+    from vlmdiff.config import DEMO_CONFIG
     from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD
 
+    TINY = cfg.model_config or DEMO_CONFIG
     captions = work / "data" / "demo_captions_template_pd"
     cls_override = [f"classes=[{','.join(classes)}]"] if classes else []
     common = ["--data_set", data_set, "--data_path", str(data), "--output_dir", str(work)]
@@ -147,15 +148,18 @@ def test_demo_on_your_own_folder(own_folder, tmp_path, masks):
 
 @pytest.mark.parametrize("flag, message", [("--sgn", "checkpoint file not found (--sgn)"),
                                            ("--sgn", "not part of an SGN start"),
-                                           ("--sd", "Stable Diffusion key(s) missing")])
+                                           ("--sd", "Stable Diffusion key(s) missing"),
+                                           ("--model_config", "(--model_config)")])
 def test_a_bad_start_file_is_refused_before_any_work(tmp_path, capsys, flag, message):
-    """The demo checks a given --sd / --sgn from its header before it generates data or trains anything."""
+    """The demo checks a given --sd / --sgn / --model_config (from headers) before it generates data or trains
+    anything."""
     from vlmdiff.ae_finetune import BUNDLED_TINY_AUTOENCODER
     from vlmdiff.diffusion_pretrain import BUNDLED_TINY_SD
 
     bad = {"checkpoint file not found (--sgn)": tmp_path / "none.safetensors",
            "not part of an SGN start": BUNDLED_TINY_SD,  # a whole SD file is not an SGN start
-           "Stable Diffusion key(s) missing": BUNDLED_TINY_AUTOENCODER}[message]
+           "Stable Diffusion key(s) missing": BUNDLED_TINY_AUTOENCODER,
+           "(--model_config)": tmp_path / "none.yaml"}[message]
     from vlmdiff.errors import cli_main
 
     work = tmp_path / "demo"

@@ -16,8 +16,11 @@ from typing import Mapping
 from omegaconf import DictConfig, OmegaConf
 
 # target string -> "module:attribute" of this project (explicit; anything else is refused)
-# configs/tiny.yaml: the CPU-sized model of the demo and of the tiny pretraining scripts
+# configs/tiny.yaml: the CPU-sized model of the tests and the tiny golden tensors
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+# configs/tiny_demo.yaml: the demo's model (tiny.yaml with 8-group GroupNorms), which the bundled diffusion start
+# and the tiny pretraining scripts use
+DEMO_CONFIG = TINY_CONFIG.with_name("tiny_demo.yaml")
 
 TARGETS = {
     "vlmdiff.model.VLMDiff": "vlmdiff.model:VLMDiff",

@@ -329,6 +329,8 @@ class DemoConfig:
     n_train: int = setting(24, "synthetic: normal training images per class")
     n_test_good: int = setting(6, "synthetic: normal test images per class")
     n_test_defect: int = setting(10, "synthetic: defective test images per class")
+    model_config: str | None = setting(None, "model config (null: configs/tiny_demo.yaml, configs/tiny.yaml with "
+                                       "8-group GroupNorms, for which the bundled diffusion start is pretrained)")
     sd: str | None = setting(None, "latent diffusion model to start from, Stable Diffusion's layout (null: the "
                              "bundled vlmdiff/assets/tiny_sd.safetensors, pretrained on general photographs); '' = "
                              "random UNet")

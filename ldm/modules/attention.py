@@ -103,20 +103,20 @@ class BasicTransformerBlock(nn.Module):
 class SpatialTransformer(nn.Module):
     """Transformer over the pixels of a feature map, conditioned on a token sequence.
 
-    GroupNorm(32, eps 1e-6) → ``proj_in`` (1×1 conv, or Linear with ``use_linear``) → tokens →
+    GroupNorm(``norm_groups``, eps 1e-6) → ``proj_in`` (1×1 conv, or Linear with ``use_linear``) → tokens →
     ``depth`` BasicTransformerBlocks → ``proj_out`` (zero-initialised) → residual.
     """
 
     def __init__(self, in_channels: int, n_heads: int, d_head: int, *, depth: int = 1,
                  dropout: float = 0.0, context_dim: int | Sequence[int] | None = None,
                  disable_self_attn: bool = False, use_linear: bool = False,
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, norm_groups: int = 32):
         super().__init__()
         if context_dim is None or isinstance(context_dim, int):
             context_dim = [context_dim] * depth
         inner = n_heads * d_head
         self.use_linear = use_linear
-        self.norm = nn.GroupNorm(32, in_channels, eps=1e-6, affine=True)
+        self.norm = nn.GroupNorm(norm_groups, in_channels, eps=1e-6, affine=True)
         self.proj_in = nn.Linear(in_channels, inner) if use_linear else nn.Conv2d(in_channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner, n_heads, d_head, context_dim=context_dim[d], dropout=dropout,

@@ -46,8 +46,8 @@ class GroupNorm32(nn.GroupNorm):
         return super().forward(x.float()).type(x.dtype)
 
 
-def normalization(channels: int) -> nn.GroupNorm:
-    return GroupNorm32(32, channels)
+def normalization(channels: int, groups: int = 32) -> nn.GroupNorm:
+    return GroupNorm32(groups, channels)
 
 
 class TimestepBlock(nn.Module):
@@ -98,13 +98,13 @@ class ResBlock(TimestepBlock):
     """``skip(x) + conv(drop(SiLU(GN(conv(SiLU(GN(x))) + Linear(SiLU(emb))))))``; last conv zero-initialised."""
 
     def __init__(self, channels: int, emb_channels: int, *, out_channels: int | None = None,
-                 dropout: float = 0.0, use_checkpoint: bool = False):
+                 dropout: float = 0.0, use_checkpoint: bool = False, norm_groups: int = 32):
         super().__init__()
         out_channels = out_channels or channels
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
+        self.in_layers = nn.Sequential(normalization(channels, norm_groups), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
-        self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(dropout),
+        self.out_layers = nn.Sequential(normalization(out_channels, norm_groups), nn.SiLU(), nn.Dropout(dropout),
                                         zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip_connection = (nn.Identity() if out_channels == channels
                                 else nn.Conv2d(channels, out_channels, 1))
@@ -148,6 +148,8 @@ class UNetConfig:
     resblock_updown: bool = False
     use_fp16: bool = False
     num_classes: int | None = None
+    # groups of every GroupNorm (SD-1.x: 32, i.e. 10+ channels per group at its widths; docs/design.md §16)
+    norm_num_groups: int = 32
 
     _UNSUPPORTED = {"use_spatial_transformer": True, "conv_resample": True, "dims": 2,
                     "use_scale_shift_norm": False, "resblock_updown": False, "num_classes": None}
@@ -167,6 +169,10 @@ class UNetConfig:
             raise ValueError("set either num_heads or num_head_channels")
         if cfg.context_dim is None:
             raise ValueError("context_dim is required (cross-attention on the caption tokens)")
+        widths = sorted({cfg.model_channels * m for m in cfg.channel_mult})
+        if cfg.norm_num_groups < 1 or any(w % cfg.norm_num_groups for w in widths):
+            raise ValueError(f"UNet parameter norm_num_groups={cfg.norm_num_groups} must divide every width "
+                             f"(model_channels × channel_mult: {widths})")
         return cfg
 
     def attention_heads(self, ch: int) -> tuple[int, int]:
@@ -179,11 +185,11 @@ class UNetConfig:
         heads, d_head = self.attention_heads(ch)
         return SpatialTransformer(ch, heads, d_head, depth=self.transformer_depth, dropout=self.dropout,
                                   context_dim=self.context_dim, use_linear=self.use_linear_in_transformer,
-                                  use_checkpoint=self.use_checkpoint)
+                                  use_checkpoint=self.use_checkpoint, norm_groups=self.norm_num_groups)
 
     def resblock(self, ch: int, out: int) -> ResBlock:
         return ResBlock(ch, self.model_channels * 4, out_channels=out, dropout=self.dropout,
-                        use_checkpoint=self.use_checkpoint)
+                        use_checkpoint=self.use_checkpoint, norm_groups=self.norm_num_groups)
 
 
 def build_time_embed(cfg: UNetConfig) -> nn.Sequential:
@@ -233,7 +239,7 @@ def build_decoder(cfg: UNetConfig, chans: list[int]) -> tuple[nn.ModuleList, nn.
                 layers.append(Upsample(ch))
                 ds //= 2
             blocks.append(TimestepEmbedSequential(*layers))
-    out = nn.Sequential(normalization(ch), nn.SiLU(),
+    out = nn.Sequential(normalization(ch, cfg.norm_num_groups), nn.SiLU(),
                         zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
     return blocks, out
 

@@ -55,3 +55,37 @@ def test_gradient_checkpointing_does_not_change_gradients(tiny_params):
         model(x, t, ctx).square().sum().backward()
         grads.append(model.input_blocks[1][0].in_layers[2].weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_norm_num_groups_reaches_every_group_norm_of_unet_and_sgn(tiny_params):
+    from vlmdiff.sgn import SemanticGuidedNetwork
+
+    params = dict(tiny_params["unet_config"]["params"], norm_num_groups=8)
+    for net in (UNetModel(**params), SemanticGuidedNetwork(**dict(tiny_params["control_stage_config"]["params"],
+                                                                  norm_num_groups=8))):
+        norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert norms and {m.num_groups for m in norms} == {8}
+    default = UNetModel(**tiny_params["unet_config"]["params"])
+    assert {m.num_groups for m in default.modules() if isinstance(m, torch.nn.GroupNorm)} == {32}
+
+
+def test_norm_num_groups_must_divide_every_width():
+    with pytest.raises(ValueError, match=r"norm_num_groups=12 must divide every width \(.*\[32, 64\]"):
+        UNetConfig.from_params(in_channels=4, model_channels=32, channel_mult=(1, 1, 2, 2), norm_num_groups=12)
+
+
+@pytest.mark.parametrize("groups, keeps_channel_means", [(32, False), (8, True)])
+def test_one_channel_groups_erase_each_channels_mean(tiny_params, groups, keeps_channel_means):
+    """Why the demo's model has 8 groups: the output head of a 32-channel UNet with 32 groups normalises each
+    channel on its own, so shifting one channel of its input by a constant changes nothing (an image-wide colour
+    cannot pass); with 4 channels per group it does."""
+    torch.manual_seed(0)
+    model = UNetModel(**dict(tiny_params["unet_config"]["params"], norm_num_groups=groups)).eval()
+    for p in model.out.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    h = torch.randn(2, 32, 16, 16)
+    shifted = h.clone()
+    shifted[:, 3] += 2.0
+    with torch.no_grad():
+        moved = (model.out(shifted) - model.out(h)).abs().max().item()
+    assert (moved > 1e-2) == keeps_channel_means, moved

@@ -20,13 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from utils.cpu import steady_busy_cores, usable_cores  # torch-free: torch starts after configure_cpu
-from vlmdiff.config import TINY_CONFIG
+from vlmdiff.config import DEMO_CONFIG
 from vlmdiff.run_config import AEConfig, BuildConfig, TestConfig, TrainConfig
 from vlmdiff.run_config import DemoConfig as Config
 
 __all__ = ["Config", "configure_cpu", "run"]
-
-TINY = TINY_CONFIG
 
 
 def configure_cpu(requested: int) -> int:
@@ -71,10 +69,11 @@ def run(cfg: Config) -> int:
     from vlmdiff.pipelines import assemble, finetune_autoencoder, test, train
 
     work = Path(cfg.work_dir)
-    if cfg.sd or cfg.sgn:  # a given start file is checked from its header before any work
+    model_config = str(cfg.model_config or DEMO_CONFIG)
+    if cfg.sd or cfg.sgn or cfg.model_config:  # given files are checked (start files from their headers) first
         from vlmdiff.validate import validate_build_inputs
 
-        validate_build_inputs(cfg.sd or str(BUNDLED_TINY_SD), str(BUNDLED_TINY_AUTOENCODER), str(TINY), [],
+        validate_build_inputs(cfg.sd or str(BUNDLED_TINY_SD), str(BUNDLED_TINY_AUTOENCODER), model_config, [],
                               str(work / "vlmdiff_tiny_start.safetensors"), sgn=cfg.sgn)
     times, start = {}, time.perf_counter()
     print(f"demo: {threads} thread(s), OpenMP wait policy {os.environ.get('OMP_WAIT_POLICY', 'default')}", flush=True)
@@ -99,10 +98,10 @@ def run(cfg: Config) -> int:
               "classes": list(classes) if classes else None}
     ae_init = str(BUNDLED_TINY_AUTOENCODER) if cfg.ae_init is None else cfg.ae_init
     rc = finetune_autoencoder.run(AEConfig(
-        init_autoencoder=ae_init, model_config=str(TINY), **common, exp_name="autoencoder", image_size=cfg.image_size,
-        crop_size=cfg.ae_crop, batch_size=cfg.ae_batch_size, accumulate=1, learning_rate=cfg.ae_learning_rate,
-        perceptual=cfg.ae_perceptual, max_steps=cfg.ae_steps, max_epochs=-1, num_workers=0, accelerator="cpu",
-        progress_bar=False))
+        init_autoencoder=ae_init, model_config=model_config, **common, exp_name="autoencoder",
+        image_size=cfg.image_size, crop_size=cfg.ae_crop, batch_size=cfg.ae_batch_size, accumulate=1,
+        learning_rate=cfg.ae_learning_rate, perceptual=cfg.ae_perceptual, max_steps=cfg.ae_steps, max_epochs=-1,
+        num_workers=0, accelerator="cpu", progress_bar=False))
     if rc:
         return rc
     stage("autoencoder finetuning")
@@ -111,16 +110,16 @@ def run(cfg: Config) -> int:
     ae_ckpt = str(work / "autoencoder" / "autoencoder.ckpt")
     if not sd:  # a randomly initialised stand-in, written in Stable Diffusion's layout
         sd = str(work / "random_sd.safetensors")
-        write_random_sd(TINY, sd, seed=cfg.seed)
-    rc = assemble.run(BuildConfig(sd=sd, ae=ae_ckpt, model_config=str(TINY), out=str(assembled), seed=cfg.seed,
+        write_random_sd(model_config, sd, seed=cfg.seed)
+    rc = assemble.run(BuildConfig(sd=sd, ae=ae_ckpt, model_config=model_config, out=str(assembled), seed=cfg.seed,
                                   sgn=cfg.sgn))
     if rc:
         return rc
     stage("model assembly")
     with_captions = cfg.captions == "template"
     rc = train.run(TrainConfig(
-        init_checkpoint=str(assembled), model_config=str(TINY), **common, exp_name="train", use_captions=with_captions,
-        caption_folder=str(captions) if with_captions else None, batch_size=cfg.batch_size,
+        init_checkpoint=str(assembled), model_config=model_config, **common, exp_name="train",
+        use_captions=with_captions, caption_folder=str(captions) if with_captions else None, batch_size=cfg.batch_size,
         accumulate_grad_batches=1, learning_rate=cfg.learning_rate, max_epochs=cfg.epochs,
         every_n_epochs=cfg.epochs, num_workers=0, accelerator="cpu", seed=cfg.seed, image_size=cfg.image_size,
         progress_bar=False, gradient_checkpointing=False, cache_conditioning=True,
@@ -129,7 +128,7 @@ def run(cfg: Config) -> int:
         return rc
     stage("training")
     trained = work / "train" / "checkpoints" / "last.ckpt"
-    test_common = {"model_config": str(TINY), **common, "scorer": cfg.scorer, "batch_size": cfg.test_batch_size,
+    test_common = {"model_config": model_config, **common, "scorer": cfg.scorer, "batch_size": cfg.test_batch_size,
                    "device": "cpu", "image_size": cfg.image_size, "num_workers": 0, "ddim_steps": cfg.ddim_steps,
                    "seed": cfg.seed, "overwrite": True, "only_mid_control": cfg.only_mid_control}
     rc = test.run(TestConfig(checkpoint=str(trained), exp_name="test", save_visuals=True, **test_common))
