@@ -230,7 +230,8 @@ def test_the_fingerprint_reads_the_results_tags():
 
 # the demo's flags before its command line was built from DemoConfig: each keeps its name and its default
 DEMO_FLAGS = {"work_dir": "runs/demo", "data_path": None, "classes": None, "image_size": 128, "n_train": 24,
-              "n_test_good": 6, "n_test_defect": 10, "sd": None, "sgn": None, "ae_init": None, "ae_steps": 100,
+              "n_test_good": 6, "n_test_defect": 10, "model_config": None, "sd": None, "sgn": None, "ae_init": None,
+              "ae_steps": 100,
               "ae_crop": 0, "ae_batch_size": 8, "ae_learning_rate": 3e-4, "ae_perceptual": "effnet_lite0",
               "epochs": 20, "batch_size": 8,
               "learning_rate": 1e-3, "only_mid_control": True, "captions": "template", "ddim_steps": 10, "scorer": "effnet_lite0_s16",
