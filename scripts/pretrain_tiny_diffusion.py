@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain configs/tiny.yaml's UNet as a latent diffusion model on general photographs and write the demo's
+"""Pretrain configs/tiny_demo.yaml's UNet as a latent diffusion model on general photographs and write the demo's
 stand-in for Stable Diffusion 1.5, vlmdiff/assets/tiny_sd.safetensors (float16, Stable Diffusion's key layout:
 ``model.diffusion_model.*``, ``cond_stage_model.*``, ``first_stage_model.*``).
 
@@ -14,7 +14,7 @@ differ in their last bits between machines and thread counts.
     python scripts/pretrain_tiny_diffusion.py
     python scripts/pretrain_tiny_diffusion.py --steps 200 --out /tmp/sd.safetensors   # a quick look
 
-``build_model.py --sd vlmdiff/assets/tiny_sd.safetensors --model_config configs/tiny.yaml --ae <finetuned>``
+``build_model.py --sd vlmdiff/assets/tiny_sd.safetensors --model_config configs/tiny_demo.yaml --ae <finetuned>``
 assembles a training start from it exactly as from SD-1.5.
 """
 

@@ -25,7 +25,7 @@ from vlmdiff.optim import warmup_cosine_to_tenth
 
 log = logging.getLogger(__name__)
 
-# the demo's stand-in for SD-1.5: configs/tiny.yaml's UNet pretrained by scripts/pretrain_tiny_diffusion.py
+# the demo's stand-in for SD-1.5: configs/tiny_demo.yaml's UNet pretrained by scripts/pretrain_tiny_diffusion.py
 BUNDLED_TINY_SD = Path(__file__).parent / "assets" / "tiny_sd.safetensors"
 SD_PREFIXES = ("model.diffusion_model.", "cond_stage_model.", "first_stage_model.")
 
