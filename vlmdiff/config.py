@@ -42,7 +42,11 @@ REFERENCE_ALIASES = {
 
 
 def load_config(source: str | os.PathLike | Mapping | DictConfig, overrides: list[str] | None = None) -> DictConfig:
-    """Read a YAML file (or take a mapping) and apply ``key=value`` dot-list overrides."""
+    """Read a YAML file (or take a mapping) and apply ``key=value`` dot-list overrides.
+
+    A file with a top-level ``base: <file>`` (relative to its own folder) is that file with the rest of its
+    keys merged on top (``configs/tiny_demo.yaml``: ``tiny.yaml`` with two settings changed).
+    """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -51,6 +55,11 @@ def load_config(source: str | os.PathLike | Mapping | DictConfig, overrides: lis
             cfg = OmegaConf.load(path)
         except Exception as err:
             raise ValueError(f"{path}: not a valid YAML config ({err})") from err
+        if isinstance(cfg, DictConfig) and "base" in cfg:
+            base = path.parent / str(cfg.pop("base"))
+            if base.resolve() == path.resolve():
+                raise ValueError(f"{path}: base names the file itself")
+            cfg = OmegaConf.merge(load_config(base), cfg)
     else:
         cfg = OmegaConf.create(OmegaConf.to_container(source) if isinstance(source, DictConfig) else dict(source))
     if overrides:

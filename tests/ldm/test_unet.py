@@ -89,3 +89,16 @@ def test_one_channel_groups_erase_each_channels_mean(tiny_params, groups, keeps_
     with torch.no_grad():
         moved = (model.out(shifted) - model.out(h)).abs().max().item()
     assert (moved > 1e-2) == keeps_channel_means, moved
+
+
+def test_the_demo_config_is_tiny_yaml_with_8_groups():
+    """``configs/tiny_demo.yaml`` names ``tiny.yaml`` as its ``base``: everything else is that file's."""
+    from omegaconf import OmegaConf
+
+    from vlmdiff.config import DEMO_CONFIG, TINY_CONFIG, load_config
+
+    tiny, demo = (OmegaConf.to_container(load_config(p)) for p in (TINY_CONFIG, DEMO_CONFIG))
+    assert "base" not in demo
+    for section in ("unet_config", "control_stage_config"):
+        assert demo["model"]["params"][section]["params"].pop("norm_num_groups") == 8
+    assert demo == tiny
